@@ -1,0 +1,1 @@
+"""Data: built-in synthetic cardiac MRI, protocols, datalists and slice pipelines."""

@@ -1,0 +1,72 @@
+"""2D slice datasets over 3D volumes: decode and preprocess each volume once, then serve slices from memory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import torch
+from monai.data import Dataset
+from monai.transforms import apply_transform
+
+__all__ = ["SliceDataset"]
+
+logger = logging.getLogger(__name__)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Slices (along the last axis) of preprocessed volumes, cached in memory, with a per-slice transform.
+
+    Each volume of ``data`` goes through ``volume_transform`` once (e.g. :func:`volume_preprocessing`, which
+    already crops in-plane, so the cache holds only cropped slices). Items may carry ``"slices"``, the slice
+    indices to use (slice-fraction protocols); otherwise every slice is used.
+
+    Args:
+        data: datalist items, e.g. ``{"image": path, "label": path, "case": "patient001"}``.
+        volume_transform: deterministic transform giving ``keys`` as (1, H, W, D) tensors.
+        transform: per-slice (usually random) transform applied in ``__getitem__``.
+        keys: keys to slice, ``("image", "label")`` or ``("image",)`` for unlabeled data.
+        num_workers: processes that decode volumes while the cache is built.
+
+    Items: ``{"image": (1, H, W) float32, "label": (1, H, W) float32, "case": str, "slice": int}``.
+    """
+
+    def __init__(
+        self,
+        data: Sequence[dict[str, Any]],
+        volume_transform: Callable,
+        transform: Callable | None = None,
+        keys: Sequence[str] = ("image", "label"),
+        num_workers: int = 0,
+    ) -> None:
+        if len(data) == 0:
+            raise ValueError("SliceDataset: the datalist split is empty")
+        self.data, self.keys, self.transform = list(data), tuple(keys), transform
+        self.slices: list[dict[str, Any]] = []
+        volumes = torch.utils.data.DataLoader(
+            Dataset(self.data, volume_transform), batch_size=None, num_workers=num_workers, collate_fn=_identity
+        )
+        for item, vol in zip(self.data, volumes):
+            depth = vol[self.keys[0]].shape[-1]
+            wanted = item.get("slices", range(depth))
+            for z in wanted:
+                if not 0 <= z < depth:
+                    raise ValueError(f"{item.get(self.keys[0])}: slice index {z} outside 0..{depth - 1}")
+                entry = {k: vol[k][..., z].as_tensor().clone() if hasattr(vol[k], "as_tensor") else vol[k][..., z].clone()
+                         for k in self.keys}
+                entry["case"], entry["slice"] = str(item.get("case", item.get(self.keys[0]))), int(z)
+                self.slices.append(entry)
+        logger.info("SliceDataset: %d slices from %d volumes", len(self.slices), len(self.data))
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.slices[index])
+        for k in self.keys[1:]:
+            item[k] = item[k].float()
+        return apply_transform(self.transform, item) if self.transform is not None else item

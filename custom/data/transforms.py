@@ -1,0 +1,99 @@
+"""Volume preprocessing shared by both bundles, training, validation and inference.
+
+``volume_preprocessing`` loads a NIfTI short-axis volume (and label), maps raw label values to class indices,
+resamples in-plane to a target spacing when the spacing is known, scales intensities to [0, 1] by robust
+percentiles (fine for raw MRI and for already-normalised copies), and centre crops/pads in-plane. Every step
+is invertible, so ``Invertd`` maps predictions back onto the input grid.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapLabelValued,
+    ResizeWithPadOrCropd,
+    ScaleIntensityRangePercentilesd,
+    Spacingd,
+)
+
+__all__ = ["KnownSpacingd", "volume_preprocessing", "has_known_spacing"]
+
+
+def has_known_spacing(img: torch.Tensor) -> bool:
+    """False when the image carries no geometry (identity affine, e.g. the shared ACDC copy)."""
+    if not isinstance(img, MetaTensor):
+        return False
+    affine = np.asarray(img.affine, dtype=float)
+    return not np.allclose(affine, np.eye(affine.shape[0]))
+
+
+class KnownSpacingd(Spacingd):
+    """``Spacingd`` that leaves images without geometry (identity affine) untouched instead of inventing 1 mm.
+
+    Also ignores non-tensor entries under its keys (MONAI Label puts an ``image_path`` string in the data).
+    """
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
+        d = dict(data)
+        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], torch.Tensor)), None)
+        if first is None or not has_known_spacing(first):
+            return d
+        return super().__call__(d, lazy=lazy)
+
+
+def volume_preprocessing(
+    keys: Sequence[str] = ("image", "label"),
+    spatial_size: int | Sequence[int] = 192,
+    pixdim: Sequence[float] | None = (1.5, 1.5),
+    label_values: Sequence[int] | None = None,
+    load: bool = True,
+    lower_percentile: float = 0.5,
+    upper_percentile: float = 99.5,
+) -> Compose:
+    """Compose of the volume pipeline; ``keys[0]`` is the image, the others labels.
+
+    Args:
+        keys: data keys; labels are resampled with nearest neighbour.
+        spatial_size: in-plane size after centre crop/pad (int or (H, W)); slices keep their count.
+        pixdim: in-plane target spacing in mm, or None to keep the native grid. Skipped for images without
+            geometry (identity affine).
+        label_values: raw label values in class order (e.g. MMWHS ``[0, 205, 420, ...]``) to map to 0..C-1;
+            None when labels already are class indices.
+        load: start with ``LoadImaged`` + ``EnsureChannelFirstd`` (False when the data are already tensors).
+
+    Output: ``image`` (1, H, W, D) float32 MetaTensor in [0, 1], labels (1, H, W, D).
+    """
+    keys = list(keys)
+    image, labels = keys[0], keys[1:]
+    size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(spatial_size)
+    steps: list = []
+    if load:
+        steps += [
+            LoadImaged(keys=keys, reader="NibabelReader", image_only=True, allow_missing_keys=True),
+            EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
+        ]
+    if label_values is not None and labels:
+        steps.append(
+            MapLabelValued(keys=labels, orig_labels=list(label_values), target_labels=list(range(len(label_values))),
+                           allow_missing_keys=True)
+        )
+    if pixdim is not None:
+        modes = ["bilinear"] + ["nearest"] * len(labels)
+        steps.append(KnownSpacingd(keys=keys, pixdim=(*pixdim, -1), mode=modes, allow_missing_keys=True))
+    steps += [
+        ScaleIntensityRangePercentilesd(keys=image, lower=lower_percentile, upper=upper_percentile, b_min=0.0, b_max=1.0,
+                                        clip=True, channel_wise=True),
+        ResizeWithPadOrCropd(keys=keys, spatial_size=(*size, -1), allow_missing_keys=True),
+        EnsureTyped(keys=image, dtype=torch.float32),
+    ]
+    if labels:
+        steps.append(EnsureTyped(keys=labels, dtype=torch.uint8, allow_missing_keys=True))
+    return Compose(steps)

@@ -1,0 +1,132 @@
+"""IDEAL fine-tuning as a MONAI/Ignite workflow: the cross pseudo-label training iteration."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+from torch.utils.data import DataLoader
+
+from custom.engines.precision import autocast, resolve_precision
+from custom.losses.cross_pseudo import CrossPseudoLabelLoss, sigmoid_rampup
+
+__all__ = ["CrossPseudoLabelTrainer"]
+
+
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    return network.module if hasattr(network, "module") else network
+
+
+class CrossPseudoLabelTrainer(SupervisedTrainer):
+    """``SupervisedTrainer`` whose iteration takes a labeled batch and an unlabeled batch.
+
+    Per iteration: one forward of the shared encoder and both decoders over ``[labeled; unlabeled]``, then
+    ``loss = CE(p1, m) + CE(p2, m) + lambda_u(t) * (CE(p1, y2) + CE(p2, y1))`` (see
+    :class:`CrossPseudoLabelLoss`), with ``lambda_u(t) = unsup_weight * sigmoid_rampup(t, rampup_iterations)``.
+
+    Args:
+        train_data_loader: labeled slices, items ``{"image": (1, H, W), "label": (1, H, W)}``.
+        network: a :class:`DualDecoderUNet` with ``output="logits"`` (returns (logits1, logits2)).
+        loss_function: a :class:`CrossPseudoLabelLoss`.
+        unlabeled_data_loader: unlabeled slices ``{"image": ...}``, cycled independently of the labeled data;
+            None (or ``unsup_weight=0``) trains supervised only.
+        unsup_weight: maximum weight lambda_u of the cross pseudo-label term.
+        rampup_iterations: iterations of the sigmoid ramp-up of lambda_u (0: constant).
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see :func:`resolve_precision`.
+        channels_last: run convolutions in channels-last memory format (faster on CPUs and tensor cores).
+        kwargs: passed to ``SupervisedTrainer`` (``epoch_length``, ``train_handlers``, ...). ``amp`` is replaced by
+            ``precision``; outputs are not decollated.
+
+    ``engine.state.output``: ``image``, ``label``, ``pred`` (decoder-1 logits of the labeled batch), ``loss``,
+    ``loss_sup``, ``loss_unsup``, ``lambda_u``.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: CrossPseudoLabelLoss,
+        unlabeled_data_loader: Iterable | DataLoader | None = None,
+        unsup_weight: float = 1.0,
+        rampup_iterations: int = 0,
+        precision: str = "auto",
+        channels_last: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("amp", None)
+        kwargs.setdefault("decollate", False)
+        device = torch.device(device)
+        if channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, **kwargs)
+        self.unlabeled_data_loader = unlabeled_data_loader
+        self.unsup_weight, self.rampup_iterations = float(unsup_weight), int(rampup_iterations)
+        self.autocast_dtype = resolve_precision(device, precision)
+        self.channels_last = channels_last
+        use_scaler = self.autocast_dtype == torch.float16 and device.type == "cuda"
+        self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self._unlabeled_iter: Iterator | None = None
+
+    def _next_unlabeled(self) -> dict | None:
+        if self.unlabeled_data_loader is None or self.unsup_weight == 0:
+            return None
+        if self._unlabeled_iter is None:
+            self._unlabeled_iter = iter(self.unlabeled_data_loader)
+        try:
+            return next(self._unlabeled_iter)
+        except StopIteration:
+            self._unlabeled_iter = iter(self.unlabeled_data_loader)
+            return next(self._unlabeled_iter)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.state.device, non_blocking=self.non_blocking)
+        if hasattr(x, "as_tensor"):
+            x = x.as_tensor()
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _iteration(self, engine: "CrossPseudoLabelTrainer", batchdata: dict[str, torch.Tensor]) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        images = self._to_device(batchdata[Keys.IMAGE])
+        labels = batchdata[Keys.LABEL].to(engine.state.device, non_blocking=self.non_blocking)
+        unlabeled = self._next_unlabeled()
+        n_labeled = images.shape[0]
+        inputs = images if unlabeled is None else torch.cat([images, self._to_device(unlabeled[Keys.IMAGE])], dim=0)
+        weight_u = self.unsup_weight * sigmoid_rampup(engine.state.iteration - 1, self.rampup_iterations)
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with autocast(engine.state.device, self.autocast_dtype):
+            logits1, logits2 = engine.network(inputs)
+        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels, Keys.PRED: logits1[:n_labeled].detach()}
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        terms = engine.loss_function(
+            logits1[:n_labeled],
+            logits2[:n_labeled],
+            labels,
+            logits1[n_labeled:] if unlabeled is not None else None,
+            logits2[n_labeled:] if unlabeled is not None else None,
+            weight_u=weight_u,
+        )
+        loss = terms["loss"]
+        engine.state.output.update(
+            {Keys.LOSS: loss, "loss_sup": terms["loss_sup"], "loss_unsup": terms["loss_unsup"], "lambda_u": weight_u}
+        )
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            self.grad_scaler.step(engine.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

@@ -1,0 +1,363 @@
+# Copyright (c) IDEAL on MONAI contributors.
+# Licensed under the Apache License, Version 2.0.
+"""
+Dense local InfoNCE loss of IDEAL (eq. 2), computed exactly in chunks of query cells.
+
+For every valid cell ``i`` of the query embedding map of image ``b``, the positive is the key
+embedding read at the corresponding location (:func:`custom.correspondence.sample_at`), and the
+negatives are the embeddings of all cells of the key maps of the other images ``b' != b``:
+
+.. math::
+    \\ell_i = -\\log \\frac{\\exp(s_i^+ / \\tau)}{\\exp(s_i^+ / \\tau) + \\sum_{n} \\exp(s_{i,n}^- / \\tau)}
+
+with ``s`` the cosine similarity. The naive computation materialises an ``N_q x N_neg`` similarity
+matrix (``B h w x B hk wk``), quadratic in the number of cells. :class:`LocalInfoNCELoss` processes
+``chunk_size`` query cells at a time, masks same-image columns with ``-inf``, reduces with
+``logsumexp`` and wraps each chunk in ``torch.utils.checkpoint`` so that the backward pass
+recomputes one chunk's matrix at a time instead of storing all of them: peak memory is
+``O(chunk_size * N_neg)``, linear in the number of cells. :func:`local_infonce_naive` is the
+full-matrix reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.loss import _Loss
+from torch.utils.checkpoint import checkpoint
+
+from custom.correspondence import sample_at
+from custom.losses.global_infonce import GatherFn, resolve_rank
+
+__all__ = ["LocalInfoNCELoss", "local_infonce_naive"]
+
+
+@dataclass
+class _Direction:
+    """The flattened problem of one direction (anchors of one view against the other view)."""
+
+    anchors: torch.Tensor  # (M, D) normalised embeddings of the valid anchor cells
+    positives: torch.Tensor  # (M, D) normalised target embeddings at the matched locations
+    counts: list[int]  # valid anchor cells per local image (anchors are ordered by image)
+    row_image: torch.Tensor  # (M,) global image index of every anchor
+    bank: torch.Tensor  # (N_bank, D) normalised embeddings of all target cells of all (gathered) images
+    bank_image: torch.Tensor  # (N_bank,) global image index of every bank column
+    negative_index: torch.Tensor | None  # (B, K) bank columns used as negatives per local image, or None: all
+
+
+def _sample_negative_index(
+    num_local: int,
+    offset: int,
+    cells_per_image: int,
+    num_bank: int,
+    num_negatives: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> torch.Tensor:
+    """
+    For every local image, ``num_negatives`` distinct bank columns of the other images, uniformly without
+    replacement: ``(num_local, num_negatives)`` indices.
+    """
+    num_other = num_bank - cells_per_image
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    scores = torch.rand(num_local, num_other, generator=generator, device=draw_device)
+    index = scores.topk(num_negatives, dim=1).indices.to(device)
+    # skip the image's own block of columns
+    own_start = (torch.arange(num_local, device=device) + offset)[:, None] * cells_per_image
+    return index + cells_per_image * (index >= own_start)
+
+
+def _prepare_direction(
+    anchor: torch.Tensor,
+    target: torch.Tensor,
+    coords: torch.Tensor,
+    valid: torch.Tensor,
+    num_negatives: int | None,
+    generator: torch.Generator | None,
+    gather_fn: GatherFn | None,
+    rank: int | None,
+) -> _Direction:
+    b, d = anchor.shape[:2]
+    if target.shape[:2] != (b, d):
+        raise ValueError(
+            f"anchor and target maps must share (B, D), got {tuple(anchor.shape)} and {tuple(target.shape)}."
+        )
+    if coords.shape != (b, *anchor.shape[2:], 2) or valid.shape != (b, *anchor.shape[2:]):
+        raise ValueError(
+            f"expected coords (B, h, w, 2) and valid (B, h, w) for an anchor map {tuple(anchor.shape)}, "
+            f"got {tuple(coords.shape)} and {tuple(valid.shape)}."
+        )
+    valid = valid.to(torch.bool).reshape(b, -1)
+    anchors = F.normalize(anchor, dim=1).flatten(2).transpose(1, 2)[valid]  # (M, D)
+    positives = F.normalize(sample_at(target, coords), dim=1).flatten(2).transpose(1, 2)[valid]
+    counts = valid.sum(dim=1).tolist()
+
+    bank = F.normalize(target, dim=1).flatten(2).transpose(1, 2)  # (B, hk*wk, D)
+    cells = bank.shape[1]
+    offset = 0
+    if gather_fn is not None:
+        bank = gather_fn(bank.contiguous())
+        offset = resolve_rank(rank) * b
+    num_images = bank.shape[0]
+    if num_images < 2:
+        raise ValueError("the local InfoNCE loss needs at least two images (a batch size of 1 has no negatives).")
+    bank = bank.reshape(-1, d)
+    bank_image = torch.arange(num_images, device=bank.device).repeat_interleave(cells)
+    row_image = (torch.arange(b, device=bank.device) + offset).repeat_interleave(
+        torch.as_tensor(counts, device=bank.device, dtype=torch.long)
+    )
+
+    negative_index = None
+    if num_negatives is not None and num_negatives < bank.shape[0] - cells:
+        negative_index = _sample_negative_index(
+            b, offset, cells, bank.shape[0], num_negatives, generator, bank.device
+        )
+    return _Direction(anchors, positives, counts, row_image, bank, bank_image, negative_index)
+
+
+def _chunk_loss(
+    anchors: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    row_image: torch.Tensor | None,
+    column_image: torch.Tensor | None,
+    temperature: float,
+) -> torch.Tensor:
+    """
+    Sum over the ``c`` rows of ``-log softmax`` of the positive logit among ``[positive, negatives]``.
+    When image ids are given, negative columns of the row's own image are masked out.
+    """
+    pos = (anchors * positives).sum(dim=1) / temperature  # (c,)
+    neg = anchors @ negatives.t() / temperature  # (c, n)
+    if row_image is not None and column_image is not None:
+        neg = neg.masked_fill(row_image[:, None] == column_image[None, :], float("-inf"))
+    return (torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos).sum()
+
+
+def _zero_loss(*tensors: torch.Tensor) -> torch.Tensor:
+    """A zero connected to the inputs' graphs (so ``backward`` works and gives zero gradients)."""
+    return sum(t.sum() for t in tensors) * 0.0
+
+
+def _directions(
+    emb_q: torch.Tensor,
+    emb_k: torch.Tensor,
+    coords_k: torch.Tensor,
+    valid_q: torch.Tensor,
+    coords_q: torch.Tensor | None,
+    valid_k: torch.Tensor | None,
+    symmetric: bool,
+    num_negatives: int | None,
+    generator: torch.Generator | None,
+    gather_fn: GatherFn | None,
+    rank: int | None,
+) -> list[_Direction]:
+    if emb_q.ndim != 4 or emb_k.ndim != 4:
+        raise ValueError(f"expected (B, D, h, w) embeddings, got {tuple(emb_q.shape)} and {tuple(emb_k.shape)}.")
+    if num_negatives is not None and num_negatives < 1:
+        raise ValueError(f"num_negatives must be positive or None, got {num_negatives}.")
+    if gather_fn is None and emb_q.shape[0] < 2:
+        raise ValueError("the local InfoNCE loss needs at least two images (a batch size of 1 has no negatives).")
+    directions = [_prepare_direction(emb_q, emb_k, coords_k, valid_q, num_negatives, generator, gather_fn, rank)]
+    if symmetric:
+        if coords_q is None or valid_k is None:
+            raise ValueError(
+                "symmetric=True needs the key->query correspondence too: pass coords_q (B, hk, wk, 2) and "
+                "valid_k (B, hk, wk), e.g. match_grid(theta_k, theta_q, (hk, wk))."
+            )
+        directions.append(
+            _prepare_direction(emb_k, emb_q, coords_q, valid_k, num_negatives, generator, gather_fn, rank)
+        )
+    return directions
+
+
+def _average(direction_losses: list[torch.Tensor], emb_q: torch.Tensor, emb_k: torch.Tensor) -> torch.Tensor:
+    if not direction_losses:
+        return _zero_loss(emb_q, emb_k)
+    return torch.stack(direction_losses).mean()
+
+
+def local_infonce_naive(
+    emb_q: torch.Tensor,
+    emb_k: torch.Tensor,
+    coords_k: torch.Tensor,
+    valid_q: torch.Tensor,
+    coords_q: torch.Tensor | None = None,
+    valid_k: torch.Tensor | None = None,
+    temperature: float = 0.1,
+    num_negatives: int | None = None,
+    symmetric: bool = True,
+    generator: torch.Generator | None = None,
+    gather_fn: GatherFn | None = None,
+    rank: int | None = None,
+) -> torch.Tensor:
+    """
+    Reference implementation of :class:`LocalInfoNCELoss` that materialises the full similarity
+    matrix (``M x N_bank``, or ``M x K`` gathered negatives with ``num_negatives``). Same arguments
+    and result as ``LocalInfoNCELoss(temperature, num_negatives, symmetric=symmetric,
+    gather_fn=gather_fn, rank=rank)(emb_q, emb_k, coords_k, valid_q, coords_q, valid_k, generator)``;
+    meant for tests and benchmarks only.
+    """
+    losses = []
+    for direction in _directions(
+        emb_q, emb_k, coords_k, valid_q, coords_q, valid_k, symmetric, num_negatives, generator, gather_fn, rank
+    ):
+        a, p = direction.anchors, direction.positives
+        if a.shape[0] == 0:
+            continue
+        pos = (a * p).sum(dim=1) / temperature
+        if direction.negative_index is None:
+            neg = a @ direction.bank.t() / temperature
+            same = direction.row_image[:, None] == direction.bank_image[None, :]
+            neg = neg.masked_fill(same, float("-inf"))
+        else:
+            local_image = torch.arange(len(direction.counts), device=a.device).repeat_interleave(
+                torch.as_tensor(direction.counts, device=a.device)
+            )
+            negatives = direction.bank[direction.negative_index[local_image]]  # (M, K, D)
+            neg = torch.einsum("md,mkd->mk", a, negatives) / temperature
+        losses.append((torch.logsumexp(torch.cat([pos[:, None], neg], dim=1), dim=1) - pos).mean())
+    return _average(losses, emb_q, emb_k)
+
+
+class LocalInfoNCELoss(_Loss):
+    """
+    Dense local contrastive loss of IDEAL (eq. 2), exact and memory-linear.
+
+    Inputs are the dense embeddings of two views (e.g. from
+    :class:`custom.networks.heads.DenseProjectionHead`) and a correspondence from query cells to key
+    locations (e.g. :func:`custom.correspondence.match_grid`, or
+    :func:`~custom.correspondence.match_by_feature_argmax` followed by
+    :func:`~custom.correspondence.indices_to_coords`). Embeddings are L2-normalised over ``D`` inside;
+    the positive of a query cell is the key map bilinearly sampled at its matched location (then
+    normalised); the negatives are all cells of the key maps of the other images in the batch
+    (including cells with no valid match), or, with ``num_negatives``, a random subset of that many
+    of them per image, drawn without replacement. The loss of a direction is the mean over its valid
+    anchor cells.
+
+    Symmetric form (``symmetric=True``, the default): the key->query direction is the same loss with
+    the roles of the views swapped: key cells are anchors, their positives are read from the query
+    map at ``coords_q`` (``match_grid(theta_k, theta_q, (hk, wk))``) and the negatives are the query
+    maps' cells of the other images. The result is the mean of the two directional losses; a
+    direction without any valid cell is left out of the mean, and the loss is a zero connected to the
+    graph when no direction has valid cells.
+
+    Memory: query cells are processed ``chunk_size`` at a time and each chunk is checkpointed, so the
+    peak extra memory is about ``chunk_size x N_neg`` similarities in both the forward and the
+    backward pass (at the cost of recomputing each chunk's matrix once during backward).
+
+    Cross-rank negatives: with ``gather_fn`` (e.g. :func:`custom.losses.global_infonce.all_gather_with_grad`),
+    the negative bank of each direction is the target maps of all ranks, gathered as a
+    ``(B, hk * wk, D)`` tensor of normalised embeddings; anchors stay local. The local block must be at
+    position ``rank`` of the gathered tensor, and all ranks need the same batch and map sizes.
+
+    Args:
+        temperature: softmax temperature ``tau``.
+        num_negatives: if given, every image's anchors use ``num_negatives`` negatives sampled from the
+            other images' cells (with the ``generator`` passed to ``forward``); ``None`` uses all of them.
+        chunk_size: number of anchor cells per chunk.
+        symmetric: average the query->key and key->query directions.
+        gather_fn: optional callable all-gathering a tensor over DDP ranks along dim 0 (rank order,
+            gradient kept for the local part). ``None``: negatives from the local batch only.
+        rank: position of the local block in gathered tensors; ``None`` uses the ``torch.distributed``
+            rank (0 when not initialised). Only used with ``gather_fn``.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        num_negatives: int | None = None,
+        chunk_size: int = 4096,
+        symmetric: bool = True,
+        gather_fn: GatherFn | None = None,
+        rank: int | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+        if num_negatives is not None and num_negatives < 1:
+            raise ValueError(f"num_negatives must be positive or None, got {num_negatives}.")
+        self.temperature = float(temperature)
+        self.num_negatives = num_negatives
+        self.chunk_size = int(chunk_size)
+        self.symmetric = symmetric
+        self.gather_fn = gather_fn
+        self.rank = rank
+
+    def _run(self, *args) -> torch.Tensor:
+        if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
+            return checkpoint(_chunk_loss, *args, use_reentrant=False)
+        return _chunk_loss(*args)
+
+    def _direction_loss(self, direction: _Direction) -> torch.Tensor:
+        a, p, total = direction.anchors, direction.positives, direction.anchors.new_zeros(())
+        if direction.negative_index is None:
+            for start in range(0, a.shape[0], self.chunk_size):
+                stop = start + self.chunk_size
+                total = total + self._run(
+                    a[start:stop],
+                    p[start:stop],
+                    direction.bank,
+                    direction.row_image[start:stop],
+                    direction.bank_image,
+                    self.temperature,
+                )
+        else:
+            # each image has its own negatives, so chunks do not straddle images
+            for image, (a_img, p_img) in enumerate(zip(a.split(direction.counts), p.split(direction.counts))):
+                if a_img.shape[0] == 0:
+                    continue
+                negatives = direction.bank[direction.negative_index[image]]  # (K, D)
+                for start in range(0, a_img.shape[0], self.chunk_size):
+                    stop = start + self.chunk_size
+                    total = total + self._run(
+                        a_img[start:stop], p_img[start:stop], negatives, None, None, self.temperature
+                    )
+        return total / a.shape[0]
+
+    def forward(
+        self,
+        emb_q: torch.Tensor,
+        emb_k: torch.Tensor,
+        coords_k: torch.Tensor,
+        valid_q: torch.Tensor,
+        coords_q: torch.Tensor | None = None,
+        valid_k: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            emb_q: ``(B, D, h, w)`` query-view embeddings.
+            emb_k: ``(B, D, hk, wk)`` key-view embeddings.
+            coords_k: ``(B, h, w, 2)`` normalised key-view coordinates of every query cell.
+            valid_q: ``(B, h, w)`` boolean mask of query cells with a valid match.
+            coords_q: ``(B, hk, wk, 2)`` normalised query-view coordinates of every key cell
+                (required when ``symmetric``).
+            valid_k: ``(B, hk, wk)`` boolean mask of key cells with a valid match (required when ``symmetric``).
+            generator: optional ``torch.Generator`` for the negative subsets (``num_negatives``).
+
+        Returns:
+            scalar loss.
+        """
+        losses = [
+            self._direction_loss(direction)
+            for direction in _directions(
+                emb_q,
+                emb_k,
+                coords_k,
+                valid_q,
+                coords_q,
+                valid_k,
+                self.symmetric,
+                self.num_negatives,
+                generator,
+                self.gather_fn,
+                self.rank,
+            )
+            if direction.anchors.shape[0] > 0
+        ]
+        return _average(losses, emb_q, emb_k)

@@ -1,0 +1,90 @@
+"""The shared 2D ResNet encoder of both stages, and loading its weights from a pre-training checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from monai.networks.nets import ResNetFeatures
+from torch import nn
+
+__all__ = ["ENCODER_CHANNELS", "build_encoder", "encoder_state_dict", "load_encoder_weights", "EncoderLoadError"]
+
+logger = logging.getLogger(__name__)
+
+#: channels of the 5 feature maps (strides 2, 4, 8, 16, 32) returned by ``ResNetFeatures``
+ENCODER_CHANNELS: dict[str, tuple[int, ...]] = {
+    "resnet18": (64, 64, 128, 256, 512),
+    "resnet34": (64, 64, 128, 256, 512),
+    "resnet50": (64, 256, 512, 1024, 2048),
+    "resnet101": (64, 256, 512, 1024, 2048),
+}
+
+
+class EncoderLoadError(RuntimeError):
+    """A checkpoint holds no weights that fit the encoder."""
+
+
+def build_encoder(backbone: str = "resnet50", in_channels: int = 1, spatial_dims: int = 2) -> ResNetFeatures:
+    """A randomly initialised MONAI ``ResNetFeatures`` encoder.
+
+    ``forward(x: (B, in_channels, H, W)) -> list`` of 5 maps with :data:`ENCODER_CHANNELS` channels at
+    strides 2, 4, 8, 16, 32. ``pretrained=False`` always: there are no 2D ImageNet weights, IDEAL's
+    pre-training provides the initialisation instead.
+    """
+    if backbone not in ENCODER_CHANNELS:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(ENCODER_CHANNELS)}")
+    return ResNetFeatures(backbone, pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels)
+
+
+def encoder_state_dict(checkpoint: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ("encoder.",)) -> dict:
+    """The encoder's entries of a state dict, with ``prefixes`` (and a DDP ``module.``) stripped."""
+    out = {}
+    for key, value in checkpoint.items():
+        key = key.removeprefix("module.")
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                out[key[len(prefix) :]] = value
+                break
+    return out
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path, key: str | None = None) -> list[str]:
+    """Copy the encoder weights of a checkpoint into ``encoder`` and return the loaded parameter names.
+
+    ``path`` may hold a plain state dict of a whole network (entries ``encoder.*``), of the encoder itself,
+    or a dict of several objects (e.g. a MONAI ``CheckpointSaver`` file) from which ``key`` (or the first of
+    ``encoder``, ``network``, ``model``) is taken. Loaded with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        EncoderLoadError: no key matches the encoder, or matching keys have the wrong shapes (another backbone).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: encoder checkpoint not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if key is not None:
+        checkpoint = checkpoint[key]
+    elif not any(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        for candidate in ("encoder", "network", "model"):
+            if candidate in checkpoint:
+                checkpoint = checkpoint[candidate]
+                break
+    target = encoder.state_dict()
+    state = encoder_state_dict(checkpoint)
+    if not state:  # a bare encoder state dict
+        state = {k.removeprefix("module."): v for k, v in checkpoint.items() if k.removeprefix("module.") in target}
+    matched = {k: v for k, v in state.items() if k in target}
+    if not matched:
+        raise EncoderLoadError(f"{path}: no encoder weights found (looked for 'encoder.*' or bare encoder keys)")
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(target[k].shape)}" for k, v in matched.items() if v.shape != target[k].shape]
+    if wrong:
+        raise EncoderLoadError(f"{path}: encoder weights do not fit this backbone (e.g. {wrong[0]}); {len(wrong)} mismatches")
+    encoder.load_state_dict(matched, strict=False)
+    missing = sorted(set(target) - set(matched))
+    logger.info("loaded %d/%d encoder tensors from %s%s", len(matched), len(target), path,
+                f"; not in checkpoint: {', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}" if missing else "")
+    return sorted(matched)

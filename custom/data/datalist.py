@@ -44,6 +44,8 @@ __all__ = [
     "check_pair",
     "build_datalist",
     "write_json_atomic",
+    "load_split",
+    "glob_images",
     "main",
 ]
 
@@ -306,6 +308,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = ", ".join(f"{k} {len(datalist[k])}" for k in ("training", "unlabeled", "validation", "test", "pretraining"))
     print(f"wrote {args.out}: {counts} items")
     return 0
+
+
+
+def load_split(datalist: str | Path, split: str, dataset_dir: str | Path) -> list[dict[str, Any]]:
+    """Items of one split of a datalist JSON with ``image``/``label`` joined to ``dataset_dir``.
+
+    Raises :class:`DatasetError` naming the datalist when it is unreadable or the split is missing or empty.
+    """
+    path = Path(datalist)
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: datalist not found") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: datalist is not valid JSON ({e})") from None
+    items = content.get(split)
+    if not items:
+        raise DatasetError(f"{path}: split {split!r} is missing or empty")
+    root = Path(dataset_dir)
+    out = []
+    for item in items:
+        item = dict(item)
+        for key in ("image", "label"):
+            if key in item:
+                item[key] = str(root / item[key])
+        out.append(item)
+    return out
+
+
+
+def glob_images(pattern: str, exclude_suffixes: Sequence[str] = ("_gt.nii.gz", "_seg.nii.gz", "_disagreement.nii.gz")) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for the files matching ``pattern``; raises :class:`DatasetError` when none does."""
+    import glob
+
+    files = [f for f in sorted(glob.glob(pattern, recursive=True)) if not f.endswith(tuple(exclude_suffixes))]
+    if not files:
+        raise DatasetError(f"{pattern}: no input image matches")
+    return [{"image": f} for f in files]
 
 
 if __name__ == "__main__":

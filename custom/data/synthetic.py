@@ -723,7 +723,7 @@ def _check_layout(layout: str) -> None:
 
 def _expected_meta(layout: str, cases: int, seed: int) -> dict:
     return {
-        "generator": __name__,
+        "generator": "custom.data.synthetic",
         "version": GENERATOR_VERSION,
         "layout": layout,
         "cases": int(cases),

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
+    MapTransform,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -24,7 +25,7 @@ from monai.transforms import (
     Spacingd,
 )
 
-__all__ = ["KnownSpacingd", "volume_preprocessing", "has_known_spacing"]
+__all__ = ["KnownSpacingd", "DecoderDisagreementd", "volume_preprocessing", "has_known_spacing"]
 
 
 def has_known_spacing(img: torch.Tensor) -> bool:
@@ -97,3 +98,26 @@ def volume_preprocessing(
     if labels:
         steps.append(EnsureTyped(keys=labels, dtype=torch.uint8, allow_missing_keys=True))
     return Compose(steps)
+
+
+class DecoderDisagreementd(MapTransform):
+    """Split both decoders' probabilities (2C, ...) into their mean (C, ...) and a disagreement map.
+
+    ``disagreement`` (1, ...) is 1 where the decoders' arg-max labels differ, a per-voxel uncertainty output.
+    Inputs with C channels (a single ensemble output) pass through unchanged.
+    """
+
+    def __init__(self, keys: str = "pred", num_classes: int = 4, disagreement_key: str = "disagreement") -> None:
+        super().__init__(keys)
+        self.num_classes, self.disagreement_key = num_classes, disagreement_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            probs = d[key]
+            if probs.shape[0] != 2 * self.num_classes:
+                continue
+            p1, p2 = probs[: self.num_classes], probs[self.num_classes :]
+            d[key] = (p1 + p2) / 2
+            d[self.disagreement_key] = (p1.argmax(0, keepdim=True) != p2.argmax(0, keepdim=True)).to(torch.float32)
+        return d

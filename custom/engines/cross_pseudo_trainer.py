@@ -116,7 +116,7 @@ class CrossPseudoLabelTrainer(SupervisedTrainer):
         )
         loss = terms["loss"]
         engine.state.output.update(
-            {Keys.LOSS: loss, "loss_sup": terms["loss_sup"], "loss_unsup": terms["loss_unsup"], "lambda_u": weight_u}
+            {Keys.LOSS: loss.detach(), "loss_sup": terms["loss_sup"], "loss_unsup": terms["loss_unsup"], "lambda_u": weight_u}
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if self.grad_scaler is not None:

@@ -10,7 +10,14 @@ import torch
 from monai.networks.nets import ResNetFeatures
 from torch import nn
 
-__all__ = ["ENCODER_CHANNELS", "build_encoder", "encoder_state_dict", "load_encoder_weights", "EncoderLoadError"]
+__all__ = [
+    "ENCODER_CHANNELS",
+    "build_encoder",
+    "encoder_state_dict",
+    "load_encoder_weights",
+    "initialise_encoder",
+    "EncoderLoadError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +95,15 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, key: str | None =
     logger.info("loaded %d/%d encoder tensors from %s%s", len(matched), len(target), path,
                 f"; not in checkpoint: {', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}" if missing else "")
     return sorted(matched)
+
+
+def initialise_encoder(network: nn.Module, checkpoint: str | Path | None) -> nn.Module:
+    """Load ``network.encoder`` from an encoder checkpoint when one is given; returns ``network``.
+
+    For configs: ``network: $initialise_encoder(@network_def, @pretrained_encoder).to(@device)``.
+    """
+    if checkpoint:
+        load_encoder_weights(network.encoder, checkpoint)
+    else:
+        logger.info("encoder initialised randomly (no pretrained_encoder given)")
+    return network

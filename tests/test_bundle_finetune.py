@@ -1,0 +1,100 @@
+"""Runs the real fine-tuning bundle configs for a few iterations on the built-in data (64 px, ResNet-18)."""
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import run
+
+from custom.networks.dual_decoder import DualDecoderUNet
+from custom.paths import default_dataset
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "ideal_finetune"
+CONFIGS = BUNDLE / "configs"
+SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "monai" / "meta_schema_20240725.json"
+TINY = dict(backbone="resnet18", spatial_size=64, batch_size=2, unlabeled_batch_size=2, max_iterations=4,
+            epoch_length=2, val_interval=1)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune")
+    run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(root), **TINY)
+    return root
+
+
+def test_training_writes_best_and_last_checkpoints(trained):
+    best = trained / "models" / "model.pt"
+    assert best.is_file()
+    state = torch.load(best, weights_only=True)
+    net = DualDecoderUNet("resnet18")
+    net.load_state_dict(state)  # a plain state dict of the whole dual-decoder network
+    last = sorted((trained / "models").glob("last_checkpoint_*.pt"))
+    assert last, "periodic resumable checkpoint missing"
+    resumable = torch.load(last[-1], weights_only=True)
+    assert set(resumable) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert resumable["trainer"]["iteration"] == 4
+    assert list(trained.glob("runs/events.out.tfevents.*")), "TensorBoard events missing"
+
+
+def test_resume_continues_to_the_configured_iteration(trained, tmp_path):
+    last = sorted((trained / "models").glob("last_checkpoint_*.pt"))[-1]
+    run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(tmp_path),
+        resume_from=str(last), **{**TINY, "max_iterations": 6})
+    final = sorted((tmp_path / "models").glob("last_checkpoint_*.pt"))[-1]
+    assert torch.load(final, weights_only=True)["trainer"]["iteration"] == 6
+
+
+def test_evaluate_writes_per_case_metrics(trained):
+    run("evaluating", config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+        bundle_root=str(trained), eval_split="validation", **TINY)
+    with open(trained / "eval" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    datalist = json.loads((Path(__file__).resolve().parents[1] / "datalists" / "synthetic_acdc_L2_c1.json").read_text())
+    assert len(rows) == len(datalist["validation"])
+    for row in rows:
+        for s in ("RV", "MYO", "LV"):
+            assert 0.0 <= float(row[f"dice_{s}"]) <= 1.0
+            assert np.isfinite(float(row[f"hd95_{s}"]))
+    assert (trained / "eval" / "summary.csv").is_file()
+
+
+def test_inference_round_trips_shape_and_affine(trained, tmp_path):
+    image = Path(default_dataset("acdc")) / "patient017" / "patient017_frame01.nii.gz"
+    run(config_file=str(CONFIGS / "inference.yaml"), bundle_root=str(trained), input_glob=str(image),
+        output_dir=str(tmp_path), backbone="resnet18", spatial_size=64, save_disagreement=True)
+    seg = nib.load(tmp_path / "patient017_frame01_seg.nii.gz")
+    src = nib.load(image)
+    assert seg.shape == src.shape
+    np.testing.assert_allclose(seg.affine, src.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2, 3}
+    disagreement = nib.load(tmp_path / "patient017_frame01_disagreement.nii.gz")
+    assert disagreement.shape == src.shape
+    assert set(np.unique(np.asarray(disagreement.dataobj)).tolist()) <= {0, 1}
+
+
+def test_pretrained_encoder_override_changes_encoder(tmp_path):
+    torch.manual_seed(3)
+    source = DualDecoderUNet("resnet18")
+    ckpt = tmp_path / "encoder.pt"
+    torch.save({f"encoder.{k}": v for k, v in source.encoder.state_dict().items()}, ckpt)
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser.update({"backbone": "resnet18", "pretrained_encoder": str(ckpt), "device": "$torch.device('cpu')"})
+    net = parser.get_parsed_content("network")
+    torch.testing.assert_close(net.encoder.conv1.weight, source.encoder.conv1.weight)
+
+
+@pytest.mark.skipif(not SCHEMA.is_file(), reason="offline Model Zoo schema not found at ../shared/monai")
+def test_metadata_verifies_against_model_zoo_schema():
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))

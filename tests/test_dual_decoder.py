@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from custom.networks.dual_decoder import DecoderOutput, DualDecoderUNet, UNetDecoder
+from custom.networks.encoder import ENCODER_CHANNELS, EncoderLoadError, load_encoder_weights
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return DualDecoderUNet("resnet18", out_channels=4).eval()
+
+
+def test_decoders_differ_by_construction(net):
+    up1 = net.decoder1.blocks[0].up
+    up2 = net.decoder2.blocks[0].up
+    assert isinstance(up1, torch.nn.ConvTranspose2d)
+    assert isinstance(up2[0], torch.nn.Upsample) and up2[0].mode == "bilinear"
+
+
+def test_decoders_give_different_outputs_at_init(net):
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        logits1, logits2 = net(x)
+    assert logits1.shape == logits2.shape == (2, 4, 64, 64)
+    assert not torch.allclose(logits1, logits2, atol=1e-3)
+    assert (logits1.argmax(1) != logits2.argmax(1)).float().mean() > 0.05
+
+
+@pytest.mark.parametrize("mode,channels", [("ensemble", 4), ("decoder1", 4), ("decoder2", 4), ("probs", 8)])
+def test_output_modes(net, mode, channels):
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        out = DecoderOutput(net, mode)(x)
+        logits1, logits2 = net(x)
+    assert out.shape == (1, channels, 64, 64)
+    p1, p2 = torch.softmax(logits1, 1), torch.softmax(logits2, 1)
+    expected = {"ensemble": (p1 + p2) / 2, "decoder1": p1, "decoder2": p2, "probs": torch.cat([p1, p2], 1)}[mode]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert net.output == "logits"  # the view restores the training mode
+
+
+def test_input_errors(net):
+    with pytest.raises(ValueError, match="input channel"):
+        net(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="divisible by 32"):
+        net(torch.rand(1, 1, 60, 64))
+    with pytest.raises(ValueError, match="output"):
+        DualDecoderUNet("resnet18", output="nope")
+
+
+def test_decoder_resolution_resnet50_channels():
+    dec = UNetDecoder(ENCODER_CHANNELS["resnet50"], out_channels=8, upsample="bilinear")
+    feats = [torch.rand(1, c, 64 // 2**i, 64 // 2**i) for i, c in enumerate(ENCODER_CHANNELS["resnet50"], start=1)]
+    assert dec(feats).shape == (1, 8, 64, 64)
+
+
+def test_encoder_checkpoint_loading(tmp_path, net):
+    torch.manual_seed(1)
+    source = DualDecoderUNet("resnet18")
+    path = tmp_path / "encoder.pt"
+    torch.save({f"encoder.{k}": v for k, v in source.encoder.state_dict().items()}, path)
+    target = DualDecoderUNet("resnet18")
+    before = target.encoder.conv1.weight.clone()
+    loaded = load_encoder_weights(target.encoder, path)
+    assert len(loaded) == len(source.encoder.state_dict())
+    assert not torch.equal(before, target.encoder.conv1.weight)
+    for k, v in source.encoder.state_dict().items():
+        torch.testing.assert_close(target.encoder.state_dict()[k], v)
+
+
+def test_encoder_checkpoint_errors(tmp_path):
+    target = DualDecoderUNet("resnet18")
+    with pytest.raises(FileNotFoundError):
+        load_encoder_weights(target.encoder, tmp_path / "missing.pt")
+    torch.save({"something.else": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(EncoderLoadError, match="no encoder weights"):
+        load_encoder_weights(target.encoder, tmp_path / "other.pt")
+    big = DualDecoderUNet("resnet50")
+    torch.save(big.state_dict(), tmp_path / "r50.pt")
+    with pytest.raises(EncoderLoadError, match="do not fit"):
+        load_encoder_weights(target.encoder, tmp_path / "r50.pt")

@@ -120,8 +120,20 @@ def _header(path: Path):
         raise DatasetError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})") from None
 
 
+def _check_image_data(path: Path, img) -> None:
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as e:  # truncated gzip streams, short files
+        raise DatasetError(f"{path}: cannot decode image data ({type(e).__name__}: {e})") from None
+    if not np.isfinite(data).all():
+        raise DatasetError(f"{path}: image contains NaN or infinite values")
+    if data.size == 0 or data.min() == data.max():
+        raise DatasetError(f"{path}: image is constant (value {data.flat[0] if data.size else 'none'})")
+
+
 def check_pair(image: Path, label: Path | None, allowed_labels: Iterable[int] | None = None, check_values: bool = True) -> int:
-    """Validate one image (and label) from headers; decode the label only to check its values.
+    """Validate one image (and label): headers, shapes, affines; with ``check_values`` also decode both and check
+    that the image is finite and not constant and that the label values are allowed.
 
     Returns the number of slices (last axis). Raises :class:`DatasetError` naming the file and the problem.
     """
@@ -132,6 +144,8 @@ def check_pair(image: Path, label: Path | None, allowed_labels: Iterable[int] | 
     if len(shape) != 3:
         hint = " (a 4D cine volume: extract the ED/ES frames first)" if len(shape) == 4 else ""
         raise DatasetError(f"{image}: expected a 3D volume, got shape {tuple(img.shape)}{hint}")
+    if check_values:
+        _check_image_data(image, img)
     if label is not None:
         lab = _header(label)
         lab_shape = lab.shape[:3] if len(lab.shape) == 4 and lab.shape[3] == 1 else lab.shape
@@ -183,6 +197,7 @@ def build_datalist(
         definition: dict[str, Any] = {"name": "folder", "labels": None}
     else:
         definition = load_protocol(protocol)
+        _require_keys(definition, protocol)
         cases = find_acdc_cases(root) if definition["layout"] == "acdc" else find_mmwhs_cases(root)
     if not cases:
         raise DatasetError(f"{root}: no cases found for protocol {protocol!r}")
@@ -196,21 +211,38 @@ def build_datalist(
                 num_slices[case] = check_pair(root / item["image"], label, allowed)
 
     if protocol == "folder":
-        splits = random_case_splits(sorted(cases), labeled_fraction, val_fraction, test_fraction, seed)
-        unlabeled_only = [c for c in cases if "label" not in cases[c][0]]
-        splits.labeled = [c for c in splits.labeled if c not in unlabeled_only]
-        splits.unlabeled = sorted(set(splits.unlabeled) | (set(unlabeled_only) - set(splits.validation) - set(splits.test)))
-        splits.validation = [c for c in splits.validation if c not in unlabeled_only]
-        splits.test = [c for c in splits.test if c not in unlabeled_only]
+        # validation, test and labeled cases are drawn from the cases that have labels; the rest are unlabeled
+        with_label = sorted(c for c in cases if "label" in cases[c][0])
+        if with_label:
+            splits = random_case_splits(with_label, labeled_fraction, val_fraction, test_fraction, seed)
+        else:  # images only: usable for pre-training
+            logger.warning("no image under %s has a label file: every case is unlabeled", root)
+            splits = Splits(labeled=[], unlabeled=[], validation=[], test=[])
+        splits.unlabeled = sorted(set(splits.unlabeled) | (set(cases) - set(with_label)))
     elif definition["layout"] == "acdc":
         splits = acdc_splits(definition, sorted(cases), labeled, subset, allow_missing)
     else:
         if not num_slices:
-            num_slices = {c: check_pair(root / items[0]["image"], None) for c, items in cases.items()}
+            num_slices = {c: check_pair(root / items[0]["image"], None, check_values=False) for c, items in cases.items()}
         splits = mmwhs_splits(definition, sorted(cases), labeled, num_slices, seed, allow_missing)
     if splits.missing:
         logger.warning("%d case(s) of %s missing from %s: %s", len(splits.missing), protocol, root, ", ".join(splits.missing))
     return _assemble(cases, splits, definition, protocol, labeled, subset, seed, num_slices)
+
+
+_REQUIRED_KEYS = {
+    "acdc": ("name", "labels", "all_cases", "test", "validation", "labeled"),
+    "mmwhs": ("name", "labels", "train", "validation", "test", "slice_fractions"),
+}
+
+
+def _require_keys(definition: Mapping[str, Any], protocol: str) -> None:
+    layout = definition.get("layout")
+    if layout not in _REQUIRED_KEYS:
+        raise ProtocolError(f"protocol {protocol}: 'layout' must be one of {sorted(_REQUIRED_KEYS)}, got {layout!r}")
+    missing = [k for k in _REQUIRED_KEYS[layout] if k not in definition]
+    if missing:
+        raise ProtocolError(f"protocol {protocol}: definition lacks {', '.join(missing)}")
 
 
 def _assemble(cases, splits: Splits, definition, protocol, labeled, subset, seed, num_slices) -> dict[str, Any]:
@@ -232,9 +264,10 @@ def _assemble(cases, splits: Splits, definition, protocol, labeled, subset, seed
         unlabeled = [item for item in unlabeled if item["slices"]]
     pretraining = items(sorted(set(splits.labeled) | set(splits.unlabeled) | set(splits.validation)), with_label=False)
     labels = definition.get("labels")
+    name = definition.get("name", protocol)
     return {
-        "name": f"{protocol}_{labeled}_{subset}" if protocol != "mmwhs_paper" else f"{protocol}_{labeled}_seed{seed}",
-        "protocol": protocol,
+        "name": f"{name}_{labeled}_seed{seed}" if definition.get("layout") == "mmwhs" else f"{name}_{labeled}_{subset}",
+        "protocol": name,
         "labeled_set": labeled,
         "subset": subset,
         "seed": seed,
@@ -304,7 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatasetError, ProtocolError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_json_atomic(datalist, args.out)
+    try:
+        write_json_atomic(datalist, args.out)
+    except OSError as e:
+        print(f"error: {args.out}: cannot write the datalist ({e.strerror or e})", file=sys.stderr)
+        return 2
     counts = ", ".join(f"{k} {len(datalist[k])}" for k in ("training", "unlabeled", "validation", "test", "pretraining"))
     print(f"wrote {args.out}: {counts} items")
     return 0
@@ -323,6 +360,8 @@ def load_split(datalist: str | Path, split: str, dataset_dir: str | Path) -> lis
         raise DatasetError(f"{path}: datalist not found") from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: datalist is not valid JSON ({e})") from None
+    if not isinstance(content, dict):
+        raise DatasetError(f"{path}: datalist must be a JSON object with split keys, got {type(content).__name__}")
     items = content.get(split)
     if not items:
         raise DatasetError(f"{path}: split {split!r} is missing or empty")

@@ -67,6 +67,7 @@ class SliceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = dict(self.slices[index])
+        item[self.keys[0]] = item[self.keys[0]].clone()  # transforms must never modify the cache in place
         for k in self.keys[1:]:
             item[k] = item[k].float()
         return apply_transform(self.transform, item) if self.transform is not None else item

@@ -49,6 +49,15 @@ class KnownSpacingd(Spacingd):
             return d
         return super().__call__(d, lazy=lazy)
 
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        """Undo the resampling only where ``__call__`` actually resampled (the last applied operation)."""
+        d = dict(data)
+        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], MetaTensor)), None)
+        ops = first.applied_operations if first is not None else []
+        if not ops or ops[-1].get("class") != "SpatialResample":
+            return d
+        return super().inverse(d)
+
 
 def volume_preprocessing(
     keys: Sequence[str] = ("image", "label"),

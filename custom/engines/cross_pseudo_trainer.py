@@ -41,7 +41,7 @@ class CrossPseudoLabelTrainer(SupervisedTrainer):
             ``precision``; outputs are not decollated.
 
     ``engine.state.output``: ``image``, ``label``, ``pred`` (decoder-1 logits of the labeled batch), ``loss``,
-    ``loss_sup``, ``loss_unsup``, ``lambda_u``.
+    ``loss_sup``, ``loss_unsup``, ``lambda_u``, ``lr``.
     """
 
     def __init__(
@@ -116,7 +116,13 @@ class CrossPseudoLabelTrainer(SupervisedTrainer):
         )
         loss = terms["loss"]
         engine.state.output.update(
-            {Keys.LOSS: loss.detach(), "loss_sup": terms["loss_sup"], "loss_unsup": terms["loss_unsup"], "lambda_u": weight_u}
+            {
+                Keys.LOSS: loss.detach(),
+                "loss_sup": terms["loss_sup"],
+                "loss_unsup": terms["loss_unsup"],
+                "lambda_u": weight_u,
+                "lr": engine.optimizer.param_groups[0]["lr"],
+            }
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if self.grad_scaler is not None:

@@ -101,8 +101,8 @@ class ContrastivePretrainTrainer(SupervisedTrainer):
         local_weight: weight of the local loss (0 skips it).
         correspondence_mode: ``"geometric"`` (default) or ``"feature_argmax"``, see :func:`dense_correspondence`.
         seed: seed of the view augmentation and of negative sampling (``num_negatives``).
-        precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see :func:`custom.engines.precision.resolve_precision`.
-            The losses are computed in fp32.
+        precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see
+            :func:`custom.engines.precision.resolve_precision`. The losses are computed in fp32.
         channels_last: run convolutions in channels-last memory format.
         kwargs: passed to ``SupervisedTrainer`` (``epoch_length``, ``train_handlers``, ...). ``amp`` is replaced by
             ``precision``; outputs are not decollated.

@@ -1,0 +1,69 @@
+import torch
+from torch.utils.data import DataLoader
+
+from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
+from custom.losses.cross_pseudo import CrossPseudoLabelLoss
+from custom.networks.dual_decoder import DualDecoderUNet
+
+
+class _Counting(torch.utils.data.Dataset):
+    def __init__(self, n, labeled):
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.rand(n, 1, 64, 64, generator=g)
+        self.labels = (self.images > 0.5).float() * 2  # a learnable two-class problem
+        self.labeled, self.reads = labeled, 0
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        self.reads += 1
+        item = {"image": self.images[i]}
+        if self.labeled:
+            item["label"] = self.labels[i]
+        return item
+
+
+def _trainer(unsup_weight, iterations=3, rampup=0):
+    torch.manual_seed(0)
+    net = DualDecoderUNet("resnet18", out_channels=4)
+    labeled, unlabeled = _Counting(4, True), _Counting(6, False)
+    trainer = CrossPseudoLabelTrainer(
+        device="cpu",
+        max_epochs=1,
+        epoch_length=iterations,
+        train_data_loader=DataLoader(labeled, batch_size=2, shuffle=True),
+        unlabeled_data_loader=DataLoader(unlabeled, batch_size=2, shuffle=True),
+        network=net,
+        optimizer=torch.optim.Adam(net.parameters(), 1e-3),
+        loss_function=CrossPseudoLabelLoss(),
+        unsup_weight=unsup_weight,
+        rampup_iterations=rampup,
+        precision="fp32",
+    )
+    return trainer, net, labeled, unlabeled
+
+
+def test_iteration_logs_all_terms_and_updates_both_decoders():
+    trainer, net, _, unlabeled = _trainer(unsup_weight=1.0, iterations=4, rampup=4)
+    before1 = net.decoder1.head.weight.clone()
+    before2 = net.decoder2.head.weight.clone()
+    seen = []
+    trainer.add_event_handler("iteration_completed", lambda e: seen.append(dict(e.state.output)))
+    trainer.run()
+    assert len(seen) == 4
+    assert all(o["loss_unsup"] > 0 for o in seen)
+    assert [round(o["lambda_u"], 6) for o in seen] == [round(torch.exp(torch.tensor(-5 * (1 - t / 4) ** 2)).item(), 6) for t in range(4)]
+    for o in seen:
+        torch.testing.assert_close(o["loss"], o["loss_sup"] + o["lambda_u"] * o["loss_unsup"])
+        assert o["lr"] == 1e-3
+    assert unlabeled.reads >= 8  # 4 iterations x 2 unlabeled slices, cycling past the end of the loader
+    assert not torch.equal(before1, net.decoder1.head.weight)
+    assert not torch.equal(before2, net.decoder2.head.weight)
+
+
+def test_supervised_only_never_reads_unlabeled_data():
+    trainer, _, labeled, unlabeled = _trainer(unsup_weight=0.0)
+    trainer.run()
+    assert unlabeled.reads == 0 and labeled.reads > 0
+    assert float(trainer.state.output["loss_unsup"]) == 0.0

@@ -35,20 +35,18 @@ def test_training_writes_best_and_last_checkpoints(trained):
     state = torch.load(best, weights_only=True)
     net = DualDecoderUNet("resnet18")
     net.load_state_dict(state)  # a plain state dict of the whole dual-decoder network
-    last = sorted((trained / "models").glob("last_checkpoint_*.pt"))
-    assert last, "periodic resumable checkpoint missing"
-    resumable = torch.load(last[-1], weights_only=True)
-    assert set(resumable) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    resumable = torch.load(trained / "models" / "last_checkpoint.pt", weights_only=True)
+    assert set(resumable) == {"network", "optimizer", "lr_scheduler", "trainer", "rng"}
     assert resumable["trainer"]["iteration"] == 4
+    assert not list((trained / "models").glob(".*.tmp")), "atomic writes leave no temporary files"
     assert list(trained.glob("runs/events.out.tfevents.*")), "TensorBoard events missing"
 
 
 def test_resume_continues_to_the_configured_iteration(trained, tmp_path):
-    last = sorted((trained / "models").glob("last_checkpoint_*.pt"))[-1]
     run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(tmp_path),
-        resume_from=str(last), **{**TINY, "max_iterations": 6})
-    final = sorted((tmp_path / "models").glob("last_checkpoint_*.pt"))[-1]
-    assert torch.load(final, weights_only=True)["trainer"]["iteration"] == 6
+        resume_from=str(trained / "models" / "last_checkpoint.pt"), **{**TINY, "max_iterations": 6})
+    final = torch.load(tmp_path / "models" / "last_checkpoint.pt", weights_only=True)
+    assert final["trainer"]["iteration"] == 6
 
 
 def test_evaluate_writes_per_case_metrics(trained):

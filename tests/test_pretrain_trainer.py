@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from custom.correspondence import cell_centers
 from custom.engines.pretrain_trainer import ContrastivePretrainTrainer, dense_correspondence
-from custom.handlers_pretrain import PretrainedWeightsSaver
+from custom.handlers import PretrainedWeightsSaver
 from custom.losses import GlobalInfoNCELoss, LocalInfoNCELoss
 from custom.networks.dual_decoder import DualDecoderUNet
 from custom.networks.encoder import load_encoder_weights

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +13,8 @@ import torch
 import torch.distributed as dist
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
+
+from custom.handlers.checkpoint import save_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -31,21 +32,6 @@ def plain_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     """
     network = network.module if hasattr(network, "module") else network
     return {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-
-
-def _save_atomic(obj: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's 0600
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class PretrainedWeightsSaver:
@@ -82,7 +68,7 @@ class PretrainedWeightsSaver:
         encoder_filename: str = "encoder.pt",
         encoder_prefix: str = "encoder.",
         save_interval: int = 1,
-        name: str = "custom.handlers_pretrain.PretrainedWeightsSaver",
+        name: str = "custom.handlers.PretrainedWeightsSaver",
     ) -> None:
         if save_interval < 0:
             raise ValueError(f"save_interval must be >= 0, got {save_interval}.")
@@ -119,8 +105,8 @@ class PretrainedWeightsSaver:
         if not encoder:
             raise KeyError(f"the network has no '{self.encoder_prefix}*' entries to export as {self.encoder_filename}.")
         model_path, encoder_path = self.save_dir / self.model_filename, self.save_dir / self.encoder_filename
-        _save_atomic(state, model_path)
-        _save_atomic(encoder, encoder_path)
+        save_atomic(state, model_path)
+        save_atomic(encoder, encoder_path)
         self.logger.info(
             "saved %s (%d tensors) and %s (%d tensors)", model_path, len(state), encoder_path, len(encoder)
         )

@@ -1,0 +1,199 @@
+"""Resumable training state: written atomically, restored with ``weights_only=True``, saved on SIGTERM/SIGINT.
+
+MONAI's ``CheckpointSaver`` writes in place (a kill during ``torch.save`` leaves a truncated file) and does not keep
+RNG states. :class:`AtomicCheckpointSaver` writes to a temporary file beside the target and renames it, so the
+file on disk is always a complete checkpoint; :class:`ResumeFromCheckpoint` restores it, RNG states included;
+:class:`SaveOnSignal` turns SIGTERM/SIGINT into "finish this iteration, save, exit with 128 + signal".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+__all__ = ["save_atomic", "rng_state", "set_rng_state", "AtomicCheckpointSaver", "ResumeFromCheckpoint", "SaveOnSignal"]
+
+logger = logging.getLogger(__name__)
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file in the target folder, then ``os.replace`` it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's 0600
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, obj in objects.items():
+        obj = obj.module if hasattr(obj, "module") and isinstance(obj, torch.nn.Module) else obj
+        out[name] = obj.state_dict()
+    return out
+
+
+class AtomicCheckpointSaver:
+    """Saves ``{name: obj.state_dict()}`` of ``save_dict`` plus RNG states to ``save_dir/filename``, atomically.
+
+    Args:
+        save_dir: output folder.
+        save_dict: objects with ``state_dict()``: network(s), optimizer, lr scheduler, the trainer engine.
+        save_interval: save every this many epochs (``epoch_level``) or iterations; also at the end of the run.
+        epoch_level: interval unit.
+        filename: the checkpoint file, overwritten by each save (resume with ``resume_from: <save_dir>/<filename>``).
+        extra: optional callable returning more picklable-safe entries (e.g. ``{"best_metric": ...}``).
+    """
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        save_interval: int = 1,
+        epoch_level: bool = True,
+        filename: str = "last_checkpoint.pt",
+        extra: Any = None,
+    ) -> None:
+        if save_interval < 1:
+            raise ValueError(f"save_interval must be >= 1, got {save_interval}")
+        self.path = Path(save_dir) / filename
+        self.save_dict, self.save_interval, self.epoch_level, self.extra = dict(save_dict), save_interval, epoch_level, extra
+        self._saved_at: int | None = None
+
+    def attach(self, engine: Engine) -> None:
+        event = Events.EPOCH_COMPLETED if self.epoch_level else Events.ITERATION_COMPLETED
+        engine.add_event_handler(event(every=self.save_interval), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def save(self, engine: Engine | None = None) -> Path:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return self.path
+        if engine is not None and engine.state.iteration == self._saved_at:
+            return self.path  # e.g. the last epoch end and COMPLETED
+        state = _state_dicts(self.save_dict)
+        state["rng"] = rng_state()
+        if self.extra is not None:
+            state.update(self.extra())
+        save_atomic(state, self.path)
+        self._saved_at = engine.state.iteration if engine is not None else None
+        it = engine.state.iteration if engine is not None else "?"
+        logger.info("saved resumable checkpoint at iteration %s to %s", it, self.path)
+        return self.path
+
+
+class ResumeFromCheckpoint:
+    """Restores an :class:`AtomicCheckpointSaver` file (``weights_only=True``) into objects and the trainer.
+
+    The trainer continues at the saved iteration up to its configured ``max_epochs``. Not restored: the position
+    inside a shuffled epoch of the data loaders (a resumed run draws a fresh permutation), so a resumed run
+    matches an uninterrupted one in iteration count and schedule, not bit for bit.
+
+    Args:
+        load_path: the checkpoint; a missing file is an error naming it.
+        load_dict: the same objects as the saver's ``save_dict``.
+        map_location: device for the tensors.
+    """
+
+    def __init__(self, load_path: str | os.PathLike, load_dict: Mapping[str, Any], map_location: Any = "cpu") -> None:
+        self.path, self.load_dict, self.map_location = Path(load_path), dict(load_dict), map_location
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: checkpoint to resume from not found")
+
+    def attach(self, engine: Engine) -> None:
+        """Restore now: call before ``engine.run()``, so Ignite resumes mid-epoch at the saved iteration."""
+        self.load(engine)
+
+    def load(self, engine: Engine) -> None:
+        try:
+            state = torch.load(self.path, map_location=self.map_location, weights_only=True)
+        except Exception as e:
+            raise RuntimeError(f"{self.path}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
+        missing = sorted(set(self.load_dict) - set(state))
+        if missing:
+            raise KeyError(f"{self.path}: checkpoint lacks {', '.join(missing)} (has {', '.join(sorted(state))})")
+        for name, obj in self.load_dict.items():
+            obj = obj.module if hasattr(obj, "module") and isinstance(obj, torch.nn.Module) else obj
+            if isinstance(obj, Engine):
+                # continue the interrupted run: same iteration count, same max_epochs
+                obj.state.iteration = state[name]["iteration"]
+                obj.state.epoch = state[name]["iteration"] // (obj.state.epoch_length or 1)
+            else:
+                obj.load_state_dict(state[name])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        logger.info("resumed from %s at iteration %d", self.path, engine.state.iteration)
+
+
+class SaveOnSignal:
+    """On SIGTERM/SIGINT: finish the current iteration, save ``saver``, exit with status 128 + signal number."""
+
+    def __init__(self, saver: AtomicCheckpointSaver, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.saver, self.signals = saver, signals
+        self._received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._install)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._check)
+        engine.add_event_handler(Events.COMPLETED, self._restore)
+
+    def _install(self, engine: Engine) -> None:
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore(self, engine: Engine | None = None) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._received = signum
+
+    def _check(self, engine: Engine) -> None:
+        if self._received is None:
+            return
+        self.saver.save(engine)
+        self._restore()
+        name = signal.Signals(self._received).name
+        engine.logger.warning("%s received: state saved at iteration %d, exiting", name, engine.state.iteration)
+        raise SystemExit(128 + self._received)

@@ -1,0 +1,79 @@
+"""Interruption, resume and determinism of the fine-tuning bundle (subprocesses, ResNet-18 at 64 px)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import run
+
+CONFIG = Path(__file__).resolve().parents[1] / "bundles" / "ideal_finetune" / "configs" / "train.yaml"
+TINY = ["--backbone", "resnet18", "--spatial_size", "64", "--batch_size", "2", "--unlabeled_batch_size", "2",
+        "--epoch_length", "4", "--val_interval", "100", "--max_iterations", "20"]
+
+pytestmark = pytest.mark.slow
+
+
+def _start(root: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIG),
+           "--bundle_root", str(root), *TINY, *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before writing {path}:\n{proc.stdout.read()[-3000:]}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"no {path} after {timeout} s")
+        time.sleep(0.2)
+
+
+def _iteration(path: Path) -> int:
+    return torch.load(path, weights_only=True)["trainer"]["iteration"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_interrupted_run_resumes_to_the_same_iteration_count(tmp_path, sig):
+    ckpt = tmp_path / "models" / "last_checkpoint.pt"
+    proc = _start(tmp_path)
+    _wait_for(ckpt, proc)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=300)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+        assert "SIGTERM received: state saved" in out
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    interrupted_at = _iteration(ckpt)  # the file on disk is complete whatever the moment of the kill
+    assert 4 <= interrupted_at < 20
+    assert not list(ckpt.parent.glob(".*.tmp")) or sig == signal.SIGKILL
+
+    resumed = _start(tmp_path, "--resume_from", str(ckpt))
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    assert f"resumed from {ckpt} at iteration {interrupted_at}" in out
+    assert _iteration(ckpt) == 20
+
+
+def test_same_seed_gives_identical_training(tmp_path):
+    overrides = dict(backbone="resnet18", spatial_size=64, batch_size=2, unlabeled_batch_size=2, max_iterations=3,
+                     epoch_length=3, val_interval=100)
+    states = []
+    for name in ("a", "b"):
+        run("training", config_file=str(CONFIG), bundle_root=str(tmp_path / name), **overrides)
+        states.append(torch.load(tmp_path / name / "models" / "last_checkpoint.pt", weights_only=True)["network"])
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    other = tmp_path / "c"
+    run("training", config_file=str(CONFIG), bundle_root=str(other), seed=1, **overrides)
+    changed = torch.load(other / "models" / "last_checkpoint.pt", weights_only=True)["network"]
+    assert any(not torch.equal(states[0][k], changed[k]) for k in changed if changed[k].is_floating_point())

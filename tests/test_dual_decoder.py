@@ -71,8 +71,11 @@ def test_encoder_checkpoint_loading(tmp_path, net):
 
 def test_encoder_checkpoint_errors(tmp_path):
     target = DualDecoderUNet("resnet18")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(EncoderLoadError, match="missing.pt: encoder checkpoint not found"):
         load_encoder_weights(target.encoder, tmp_path / "missing.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EncoderLoadError, match="garbage.pt: not a loadable"):
+        load_encoder_weights(target.encoder, tmp_path / "garbage.pt")
     torch.save({"something.else": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(EncoderLoadError, match="no encoder weights"):
         load_encoder_weights(target.encoder, tmp_path / "other.pt")

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from custom.errors import InputError
 from custom.data.protocols import (
     ProtocolError,
     Splits,
@@ -55,7 +56,7 @@ _ACDC_FRAME = re.compile(r"^(patient\d{3})_frame(\d{2})\.nii(\.gz)?$")
 _MMWHS_IMAGE = re.compile(r"^(mr_train_\d{4})_image\.nii(\.gz)?$")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset file is missing, unreadable or inconsistent; the message names the file."""
 
 
@@ -377,13 +378,28 @@ def load_split(datalist: str | Path, split: str, dataset_dir: str | Path) -> lis
 
 
 
-def glob_images(pattern: str, exclude_suffixes: Sequence[str] = ("_gt.nii.gz", "_seg.nii.gz", "_disagreement.nii.gz")) -> list[dict[str, str]]:
-    """``[{"image": path}]`` for the files matching ``pattern``; raises :class:`DatasetError` when none does."""
+def glob_images(
+    pattern: str,
+    exclude_suffixes: Sequence[str] = ("_gt.nii.gz", "_seg.nii.gz", "_disagreement.nii.gz"),
+    skip_existing_in: str | Path | None = None,
+    postfix: str = "seg",
+) -> list[dict[str, str]]:
+    """``[{"image": path}]`` for the files matching ``pattern``; raises :class:`DatasetError` when none does.
+
+    With ``skip_existing_in``, images whose output ``<skip_existing_in>/<name>_<postfix>.nii.gz`` already exists are
+    left out (outputs are written atomically, so an existing one is complete).
+    """
     import glob
 
     files = [f for f in sorted(glob.glob(pattern, recursive=True)) if not f.endswith(tuple(exclude_suffixes))]
     if not files:
         raise DatasetError(f"{pattern}: no input image matches")
+    if skip_existing_in is not None:
+        done = lambda f: (Path(skip_existing_in) / f"{Path(f).name.split('.nii')[0]}_{postfix}.nii.gz").exists()  # noqa: E731
+        skipped = [f for f in files if done(f)]
+        files = [f for f in files if not done(f)]
+        if skipped:
+            logger.info("skipping %d image(s) whose output exists in %s", len(skipped), skip_existing_in)
     return [{"image": f} for f in files]
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from custom.errors import InputError
+
 __all__ = [
     "PROTOCOL_DIR",
     "ProtocolError",
@@ -28,7 +30,7 @@ __all__ = [
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "datalists" / "protocols"
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InputError):
     """A protocol is unknown, malformed, or does not fit the data folder."""
 
 

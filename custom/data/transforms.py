@@ -13,12 +13,13 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.data import MetaTensor
+
+from custom.data.io import CheckedLoadImaged, ValidateVolumed
 from monai.transforms import (
     MapTransform,
     Compose,
     EnsureChannelFirstd,
     EnsureTyped,
-    LoadImaged,
     MapLabelValued,
     ResizeWithPadOrCropd,
     ScaleIntensityRangePercentilesd,
@@ -67,6 +68,7 @@ def volume_preprocessing(
     load: bool = True,
     lower_percentile: float = 0.5,
     upper_percentile: float = 99.5,
+    max_label: int | None = 255,
 ) -> Compose:
     """Compose of the volume pipeline; ``keys[0]`` is the image, the others labels.
 
@@ -78,6 +80,10 @@ def volume_preprocessing(
         label_values: raw label values in class order (e.g. MMWHS ``[0, 205, 420, ...]``) to map to 0..C-1;
             None when labels already are class indices.
         load: start with ``LoadImaged`` + ``EnsureChannelFirstd`` (False when the data are already tensors).
+        max_label: largest label value accepted without ``label_values`` (e.g. ``num_classes - 1``); labels are
+            stored as uint8, so larger raw values are an error, never silently wrapped.
+
+    Every input is checked first (:class:`ValidateVolumed`): errors name the file and the problem.
 
     Output: ``image`` (1, H, W, D) float32 MetaTensor in [0, 1], labels (1, H, W, D).
     """
@@ -87,9 +93,10 @@ def volume_preprocessing(
     steps: list = []
     if load:
         steps += [
-            LoadImaged(keys=keys, reader="NibabelReader", image_only=True, allow_missing_keys=True),
+            CheckedLoadImaged(keys=keys, reader="NibabelReader", image_only=True, allow_missing_keys=True),
             EnsureChannelFirstd(keys=keys, allow_missing_keys=True),
         ]
+    steps.append(ValidateVolumed(keys=keys, max_label=None if label_values is not None else max_label))
     if label_values is not None and labels:
         steps.append(
             MapLabelValued(keys=labels, orig_labels=list(label_values), target_labels=list(range(len(label_values))),

@@ -10,6 +10,8 @@ import torch
 from monai.networks.nets import ResNetFeatures
 from torch import nn
 
+from custom.errors import InputError
+
 __all__ = [
     "ENCODER_CHANNELS",
     "build_encoder",
@@ -30,7 +32,7 @@ ENCODER_CHANNELS: dict[str, tuple[int, ...]] = {
 }
 
 
-class EncoderLoadError(RuntimeError):
+class EncoderLoadError(InputError):
     """A checkpoint holds no weights that fit the encoder."""
 
 
@@ -71,8 +73,11 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, key: str | None =
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: encoder checkpoint not found")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        raise EncoderLoadError(f"{path}: encoder checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise EncoderLoadError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__}: {e})") from None
     if key is not None:
         checkpoint = checkpoint[key]
     elif not any(isinstance(v, torch.Tensor) for v in checkpoint.values()):

@@ -1,0 +1,112 @@
+"""Reading and writing NIfTI safely: errors that name the file, checked volumes, atomic outputs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Hashable, Mapping
+
+import torch
+from monai.data import NibabelWriter
+from monai.transforms import LoadImaged, MapTransform
+
+from custom.data.datalist import DatasetError
+
+__all__ = ["CheckedLoadImaged", "ValidateVolumed", "AtomicNibabelWriter"]
+
+
+def _source(data: Mapping[Hashable, object], key: Hashable) -> str:
+    value = data.get(key)
+    meta = getattr(value, "meta", None)
+    if isinstance(meta, dict) and meta.get("filename_or_obj"):
+        return str(meta["filename_or_obj"])
+    return str(value)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+class CheckedLoadImaged(LoadImaged):
+    """``LoadImaged`` whose failures (missing, truncated or non-NIfTI files) raise :class:`DatasetError` naming the file."""
+
+    def __call__(self, data, reader=None):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = d[key]
+            if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
+                raise DatasetError(f"{path}: file not found")
+        try:
+            return super().__call__(d, reader)
+        except Exception as e:
+            cause = _root_cause(e)
+            files = ", ".join(str(d[k]) for k in self.key_iterator(d))
+            reason = (str(cause).strip().splitlines() or [""])[0]
+            raise DatasetError(f"{files}: cannot read as NIfTI ({type(cause).__name__}: {reason})") from e
+
+
+class ValidateVolumed(MapTransform):
+    """Checks channel-first volumes before preprocessing: one channel, 3 spatial dims, finite, not constant,
+    labels on the image grid. Raises :class:`DatasetError` naming the file and the problem.
+
+    Args:
+        keys: the image key first, then label keys.
+        max_label: largest allowed label value (e.g. ``num_classes - 1``); None skips the value check.
+    """
+
+    def __init__(self, keys, max_label: int | None = None, allow_missing_keys: bool = True) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.max_label = max_label
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        image_key, label_keys = keys[0], keys[1:]
+        image = d[image_key]
+        name = _source(d, image_key)
+        if image.ndim != 4:
+            raise DatasetError(f"{name}: expected a 3D volume, got {image.ndim - 1} spatial dimensions (shape {tuple(image.shape[1:])})")
+        if image.shape[0] != 1:
+            raise DatasetError(
+                f"{name}: expected one channel, got {image.shape[0]} (a 4D cine volume? extract the ED/ES frames first)"
+            )
+        values = torch.as_tensor(image).float()
+        if not torch.isfinite(values).all():
+            raise DatasetError(f"{name}: image contains NaN or infinite values")
+        if values.min() == values.max():
+            raise DatasetError(f"{name}: image is constant (value {values.flatten()[0].item()})")
+        for key in label_keys:
+            label = d[key]
+            if tuple(label.shape[1:]) != tuple(image.shape[1:]):
+                raise DatasetError(
+                    f"{_source(d, key)}: label shape {tuple(label.shape[1:])} does not match image shape {tuple(image.shape[1:])}"
+                )
+            if self.max_label is not None:
+                top = torch.as_tensor(label).max().item()
+                if top > self.max_label or torch.as_tensor(label).min().item() < 0:
+                    raise DatasetError(
+                        f"{_source(d, key)}: label values outside 0..{self.max_label} (max {top}); map raw labels with label_values"
+                    )
+        return d
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """``NibabelWriter`` that writes to a temporary file beside the target and renames it: no half-written outputs."""
+
+    def write(self, filename, verbose: bool = False, **obj_kwargs):
+        target = Path(filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(target.suffixes) or ".nii.gz"
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+        os.close(fd)
+        try:
+            super().write(tmp, verbose=verbose, **obj_kwargs)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,44 @@
+"""User-facing input errors and a one-line report of them.
+
+Errors about the user's input (files, datalists, protocols, checkpoints) derive from :class:`InputError` and name the
+file and the problem. MONAI's config machinery wraps them in several layers of ``RuntimeError``; the bundles call
+:func:`install_excepthook` in ``initialize`` so that such a failure prints one line instead of a traceback wall
+(``IDEAL_TRACEBACK=1`` shows the full traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import TracebackType
+
+__all__ = ["InputError", "find_input_error", "install_excepthook"]
+
+
+class InputError(ValueError):
+    """A problem with the user's input; the message names the file (or setting) and the problem."""
+
+
+def find_input_error(exc: BaseException | None) -> InputError | None:
+    """The first :class:`InputError` in the ``__cause__`` / ``__context__`` chain of ``exc``."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, InputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def install_excepthook() -> None:
+    """Report uncaught input errors as ``error: <message>`` on stderr (exit status 1); others unchanged."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        found = find_input_error(value)
+        if found is None or os.environ.get("IDEAL_TRACEBACK"):
+            previous(kind, value, tb)
+            return
+        print(f"error: {found}", file=sys.stderr)
+
+    sys.excepthook = hook

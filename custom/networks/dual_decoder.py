@@ -7,7 +7,7 @@ model is uncertain, which is what cross pseudo-label supervision feeds on.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -95,11 +95,11 @@ class UNetDecoder(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, features: List[torch.Tensor]) -> torch.Tensor:
         """features: 5 maps (B, C_i, H/2^(i+1), W/2^(i+1)) -> logits (B, out_channels, H, W)."""
         x = features[4]
-        skips = [features[3], features[2], features[1], features[0], None]
-        for block, skip in zip(self.blocks, skips):
+        for i, block in enumerate(self.blocks):  # skips at stride 16, 8, 4, 2, none at full resolution
+            skip: Optional[torch.Tensor] = features[3 - i] if i < 4 else None
             x = block(x, skip)
         return self.head(x)
 
@@ -145,15 +145,15 @@ class DualDecoderUNet(nn.Module):
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits, dim=1) if self.activation == "softmax" else torch.sigmoid(logits)
 
-    def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_logits(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channel(s), got input of shape {tuple(x.shape)}")
+            raise ValueError(f"expected {self.in_channels} input channel(s), got input of shape {x.shape}")
         if x.shape[-1] % 32 or x.shape[-2] % 32:
-            raise ValueError(f"spatial size must be divisible by 32, got {tuple(x.shape[-2:])}")
+            raise ValueError(f"spatial size must be divisible by 32, got {x.shape[-2:]}")
         features = self.encoder(x)
         return self.decoder1(features), self.decoder2(features)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         logits1, logits2 = self.forward_logits(x)
         if self.output == "logits":
             return logits1, logits2

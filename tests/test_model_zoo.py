@@ -1,0 +1,166 @@
+"""Model Zoo checks of both bundles: metadata schema, network input/output shapes, TorchScript export, weights format.
+
+ResNet-18 for speed (the configs' ``backbone`` override), except TorchScript export, which differs by backbone (see
+``RESNET18_TRACE_BUG``).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
+
+from custom.networks.dual_decoder import DualDecoderUNet
+from custom.networks.pretrain_net import ContrastivePretrainNet
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = REPO / "bundles"
+FINETUNE = BUNDLES / "ideal_finetune" / "configs"
+PRETRAIN = BUNDLES / "ideal_pretrain" / "configs"
+SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
+
+
+def _meta(configs: Path) -> dict:
+    return json.loads((configs / "metadata.json").read_text())
+
+
+@pytest.mark.skipif(not SCHEMA.is_file(), reason=f"offline Model Zoo schema not found at {SCHEMA}")
+@pytest.mark.filterwarnings("ignore:No hash value provided")
+@pytest.mark.parametrize("bundle", ["ideal_finetune", "ideal_pretrain"])
+def test_metadata_verifies_against_model_zoo_schema(bundle):
+    verify_metadata(meta_file=str(BUNDLES / bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_finetune_network_in_out_matches_metadata():
+    # inference.yaml's network_def: ensemble probabilities, 4 channels at the input resolution (metadata: 128 x 128)
+    verify_net_in_out(net_id="network_def", meta_file=str(FINETUNE / "metadata.json"),
+                      config_file=str(FINETUNE / "inference.yaml"), device="cpu", backbone="resnet18")
+
+
+def test_pretrain_network_in_out_matches_metadata():
+    # verify_net_in_out reads `output.shape[1]` of the network's output, and ContrastivePretrainNet returns the tuple
+    # (dense, global) (MONAI 1.6.1 fails with "'tuple' object has no attribute 'shape'"), so the shapes declared in
+    # metadata.json are checked here directly, on the network built from train.yaml's network_def.
+    meta = _meta(PRETRAIN)["network_data_format"]
+    image, dense_meta, global_meta = meta["inputs"]["image"], meta["outputs"]["pred"], meta["outputs"]["global"]
+    parser = ConfigParser()
+    parser.read_config(str(PRETRAIN / "train.yaml"))
+    parser["backbone"] = "resnet18"
+    net = parser.get_parsed_content("network_def")
+    assert isinstance(net, ContrastivePretrainNet)
+    net.eval()
+    x = torch.rand(2, image["num_channels"], *image["spatial_shape"], dtype=getattr(torch, image["dtype"]))
+    with torch.no_grad():
+        dense, global_ = net(x)
+    assert dense.shape == (2, dense_meta["num_channels"], *dense_meta["spatial_shape"])
+    assert global_.shape == (2, global_meta["num_channels"], *global_meta["spatial_shape"])
+    assert dense.dtype == getattr(torch, dense_meta["dtype"]) and global_.dtype == getattr(torch, global_meta["dtype"])
+
+
+# MONAI's ResNet-18/34 ("type A" shortcut: ResNet._downsample_basic_block) concatenates `out.data`, which leaves the
+# autograd graph, so torch.jit.trace records the downsampled shortcut of layer2..4 as a CONSTANT from the trace input:
+# the traced network returns wrong probabilities for every other input (max abs error ~0.26 on random inputs).
+# The same `.data` also stops gradients through those shortcuts in training. ResNet-50 ("type B", 1x1 conv shortcut)
+# traces exactly. Scripting fails for every backbone (the decoders' Sequence annotations, zip over a list holding None,
+# a forward whose return type depends on `output`; for ResNet-18/34 also the functools.partial shortcut).
+RESNET18_TRACE_BUG = pytest.mark.xfail(
+    strict=True, raises=AssertionError,
+    reason="MONAI ResNet-18/34 type-A shortcut uses .data: the trace bakes it in as a constant")
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the input checks become constants: expected
+@pytest.mark.parametrize("backbone", [pytest.param("resnet18", marks=RESNET18_TRACE_BUG),
+                                      pytest.param("resnet50", marks=pytest.mark.slow)])  # ~20 s on 2 busy CPU cores
+def test_finetune_ckpt_export_torchscript(tmp_path, backbone):
+    # monai.bundle.ckpt_export of inference.yaml's network_def from a random-init models/model.pt in a temporary
+    # bundle_root, traced at 1 x 1 x 64 x 64; the exported .ts must equal the eager network on new inputs of that shape,
+    # of another batch size and of the metadata's 128 x 128 (scale-factor upsampling, no size baked in)
+    torch.manual_seed(0)
+    eager = DualDecoderUNet(backbone, output="ensemble")
+    (tmp_path / "models").mkdir()
+    torch.save(eager.state_dict(), tmp_path / "models" / "model.pt")
+    ts_path = tmp_path / "models" / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts_path), meta_file=str(FINETUNE / "metadata.json"),
+                config_file=str(FINETUNE / "inference.yaml"), bundle_root=str(tmp_path), backbone=backbone,
+                use_trace=True, input_shape=[1, 1, 64, 64])
+    assert ts_path.is_file()
+    extra = {"metadata.json": "", "inference.json": ""}
+    exported = torch.jit.load(str(ts_path), map_location="cpu", _extra_files=extra)
+    assert json.loads(extra["metadata.json"])["version"] == _meta(FINETUNE)["version"]
+    assert json.loads(extra["inference.json"])["network_def"]["output"] == "ensemble"
+    eager.eval()
+    for shape in ((1, 1, 64, 64), (2, 1, 64, 64), (1, 1, 128, 128)):  # the trace's shape first, then others
+        x = torch.rand(shape)
+        with torch.no_grad():
+            expected, actual = eager(x), exported(x)
+        assert actual.shape == (shape[0], 4, *shape[2:])
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def _config_item(parser: ConfigParser, section: str, target: str) -> str:
+    """The id of the item of the list ``section`` whose ``_target_`` is ``target``."""
+    for i, item in enumerate(parser[section]):
+        if isinstance(item, dict) and item.get("_target_") == target:
+            return f"{section}#{i}"
+    raise AssertionError(f"no {target} in {section}")
+
+
+def test_finetune_saver_writes_plain_state_dict(tmp_path):
+    # the best-model saver exactly as configured in train.yaml (validate#handlers: MONAI CheckpointSaver,
+    # key_metric_filename model.pt), fired by a minimal evaluator-like engine that reports a key metric
+    from ignite.engine import Engine, Events
+
+    parser = ConfigParser()
+    parser.read_config(str(FINETUNE / "train.yaml"))
+    parser.update({"backbone": "resnet18", "bundle_root": str(tmp_path), "device": "$torch.device('cpu')"})
+    saver = parser.get_parsed_content(_config_item(parser, "validate#handlers", "CheckpointSaver"))
+    network = parser.get_parsed_content("network")
+    engine = Engine(lambda engine, batch: None)
+    engine.state.key_metric_name = "val_mean_dice"
+
+    @engine.on(Events.EPOCH_COMPLETED)
+    def _report(engine):  # registered before the saver's handler, as the evaluator's metrics are
+        engine.state.metrics["val_mean_dice"] = 0.5
+
+    saver.attach(engine)
+    engine.run([0], max_epochs=1)
+    path = tmp_path / "models" / "model.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    fresh = DualDecoderUNet("resnet18")
+    fresh.load_state_dict(state)  # strict: exactly the dual-decoder network's entries, no nesting, no prefix
+    for k, v in network.state_dict().items():
+        torch.testing.assert_close(state[k], v)
+
+
+def test_pretrain_saver_writes_plain_state_dicts(tmp_path):
+    parser = ConfigParser()
+    parser.read_config(str(PRETRAIN / "train.yaml"))
+    parser.update({"backbone": "resnet18", "bundle_root": str(tmp_path), "device": "$torch.device('cpu')"})
+    saver = parser.get_parsed_content(_config_item(parser, "train#handlers", "custom.handlers.PretrainedWeightsSaver"))
+    saver.save()
+    model = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    encoder = torch.load(tmp_path / "models" / "encoder.pt", map_location="cpu", weights_only=True)
+    ContrastivePretrainNet("resnet18").load_state_dict(model)
+    assert set(encoder) == {k for k in model if k.startswith("encoder.")}
+
+
+@pytest.mark.filterwarnings("ignore:No hash value provided")
+@pytest.mark.parametrize("bundle", ["ideal_finetune", "ideal_pretrain"])
+def test_large_files_yml(tmp_path, bundle):
+    from monai.bundle import download_large_files
+
+    source = BUNDLES / bundle / "large_files.yml"
+    entries = ConfigParser.load_config_file(str(source))["large_files"]
+    assert "models/model.pt" in [e["path"] for e in entries]
+    for e in entries:
+        assert set(e) == {"path", "url", "hash_val", "hash_type"}
+        assert e["url"].startswith("https://placeholder.invalid/")  # no published weights yet: see the file's comment
+    # in a bundle that already holds the files (an export), download_large_files keeps them and downloads nothing
+    (tmp_path / "large_files.yml").write_text(source.read_text())
+    for e in entries:
+        (tmp_path / e["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / e["path"]).write_bytes(b"weights")
+    download_large_files(bundle_path=str(tmp_path))
+    assert all((tmp_path / e["path"]).read_bytes() == b"weights" for e in entries)

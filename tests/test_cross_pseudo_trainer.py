@@ -1,4 +1,5 @@
 import torch
+from ignite.engine import Events
 from torch.utils.data import DataLoader
 
 from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
@@ -49,7 +50,7 @@ def test_iteration_logs_all_terms_and_updates_both_decoders():
     before1 = net.decoder1.head.weight.clone()
     before2 = net.decoder2.head.weight.clone()
     seen = []
-    trainer.add_event_handler("iteration_completed", lambda e: seen.append(dict(e.state.output)))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.output)))
     trainer.run()
     assert len(seen) == 4
     assert all(o["loss_unsup"] > 0 for o in seen)

@@ -18,7 +18,7 @@ finetune() {  # name datalist unsup_weight iterations [overrides...]
     --dataset_dir "$ACDC" --datalist "$dl" --unsup_weight "$w" \
     --max_iterations "$it" --epoch_length 50 --val_interval 1 --bundle_root "runs/$name" "$@" > "runs/$name.log" 2>&1
 }
-# issue 3: L8 c1, cross pseudo-label vs supervised-only, then the paper's sigmoid pseudo-label mode
+# issue 3: L8 c1, cross pseudo-label vs supervised-only (the paper's sigmoid pseudo-label mode further down)
 finetune l8_cps runs/acdc_L8_c1.json 1.0 300
 finetune l8_sup runs/acdc_L8_c1.json 0.0 300
 # issue 4: pre-train on the training pool + validation images, fine-tune L1/L2 from it and from random init
@@ -26,9 +26,9 @@ finetune l8_sup runs/acdc_L8_c1.json 0.0 300
   --config_file bundles/ideal_pretrain/configs/train.yaml --logging_file bundles/ideal_pretrain/configs/logging.conf \
   --dataset_dir "$ACDC" --datalist runs/acdc_L8_c1.json --backbone resnet18 --batch_size 16 \
   --max_iterations 200 --epoch_length 50 --bundle_root runs/pretrain_acdc > runs/pretrain_acdc.log 2>&1
-for L in L1 L2; do
-  finetune ${L}_ideal runs/acdc_${L}_c1.json 1.0 200 --pretrained_encoder runs/pretrain_acdc/models/encoder.pt
-  finetune ${L}_scratch runs/acdc_${L}_c1.json 1.0 200
-done
+finetune L1_ideal runs/acdc_L1_c1.json 1.0 150 --pretrained_encoder runs/pretrain_acdc/models/encoder.pt
+finetune L1_scratch runs/acdc_L1_c1.json 1.0 150
 finetune l8_sigmoid runs/acdc_L8_c1.json 1.0 300 --pseudo_label_mode sigmoid_threshold
+finetune L2_ideal runs/acdc_L2_c1.json 1.0 150 --pretrained_encoder runs/pretrain_acdc/models/encoder.pt
+finetune L2_scratch runs/acdc_L2_c1.json 1.0 150
 python scripts/summarize_runs.py --names l8_cps l8_sup l8_sigmoid L1_ideal L1_scratch L2_ideal L2_scratch pretrain_acdc

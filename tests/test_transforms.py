@@ -12,6 +12,7 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd
 
 from custom.data.protocols import label_mapping, load_protocol
+from custom.errors import find_input_error
 from custom.data.transforms import KnownSpacingd, has_known_spacing, volume_preprocessing
 
 SPACING = (3.0, 2.5, 8.0)
@@ -150,9 +151,11 @@ def test_mmwhs_label_values_mapped(tmp_path):
         world = np.array([2.0 * (4 + 3 * i), 2.0 * 15, 2.0 * 2, 1.0])
         x, y, z = np.rint(inv @ world)[:3].astype(int)
         assert int(result["label"][0, x, y, z]) == mapping[value]
-    # without label_values the raw values are not squeezed into 0..7
-    unmapped = volume_preprocessing(spatial_size=48)(paths)
-    assert not set(torch.unique(unmapped["label"]).tolist()) <= set(range(8))
+    # without label_values raw values above 255 are an error naming the label file, never wrapped into uint8
+    with pytest.raises(Exception) as info:
+        volume_preprocessing(spatial_size=48)(paths)
+    error = find_input_error(info.value)
+    assert error is not None and str(paths["label"]) in str(error) and "label values outside" in str(error)
 
 
 def test_invertd_maps_prediction_back(spaced_volume):

@@ -83,3 +83,23 @@ def test_encoder_checkpoint_errors(tmp_path):
     torch.save(big.state_dict(), tmp_path / "r50.pt")
     with pytest.raises(EncoderLoadError, match="do not fit"):
         load_encoder_weights(target.encoder, tmp_path / "r50.pt")
+
+
+def test_resnet18_shortcuts_pass_gradients_and_keep_outputs():
+    from monai.networks.nets import ResNetFeatures
+
+    from custom.networks.encoder import ZeroPadShortcut, build_encoder
+
+    torch.manual_seed(0)
+    stock = ResNetFeatures("resnet18", pretrained=False, spatial_dims=2, in_channels=1).eval()
+    ours = build_encoder("resnet18").eval()
+    ours.load_state_dict(stock.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(stock(x), ours(x)):
+            torch.testing.assert_close(a, b)
+    shortcuts = [m.downsample for m in ours.modules() if isinstance(getattr(m, "downsample", None), ZeroPadShortcut)]
+    assert len(shortcuts) == 3
+    inp = torch.rand(1, 64, 8, 8, requires_grad=True)
+    shortcuts[0](inp).sum().backward()
+    assert inp.grad is not None and inp.grad.abs().sum() > 0

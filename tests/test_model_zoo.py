@@ -1,7 +1,6 @@
 """Model Zoo checks of both bundles: metadata schema, network input/output shapes, TorchScript export, weights format.
 
-ResNet-18 for speed (the configs' ``backbone`` override), except TorchScript export, which differs by backbone (see
-``RESNET18_TRACE_BUG``).
+ResNet-18 for speed (the configs' ``backbone`` override); TorchScript export for both backbones.
 """
 
 import json
@@ -58,19 +57,12 @@ def test_pretrain_network_in_out_matches_metadata():
     assert dense.dtype == getattr(torch, dense_meta["dtype"]) and global_.dtype == getattr(torch, global_meta["dtype"])
 
 
-# MONAI's ResNet-18/34 ("type A" shortcut: ResNet._downsample_basic_block) concatenates `out.data`, which leaves the
-# autograd graph, so torch.jit.trace records the downsampled shortcut of layer2..4 as a CONSTANT from the trace input:
-# the traced network returns wrong probabilities for every other input (max abs error ~0.26 on random inputs).
-# The same `.data` also stops gradients through those shortcuts in training. ResNet-50 ("type B", 1x1 conv shortcut)
-# traces exactly. Scripting fails for every backbone (the decoders' Sequence annotations, zip over a list holding None,
-# a forward whose return type depends on `output`; for ResNet-18/34 also the functools.partial shortcut).
-RESNET18_TRACE_BUG = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="MONAI ResNet-18/34 type-A shortcut uses .data: the trace bakes it in as a constant")
+# MONAI's ResNet-18/34 ("type A" shortcut) concatenate `out.data`: traced, the shortcut became a constant of the trace
+# input. custom.networks.encoder.build_encoder replaces it (ZeroPadShortcut), so both backbones must trace exactly.
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the input checks become constants: expected
-@pytest.mark.parametrize("backbone", [pytest.param("resnet18", marks=RESNET18_TRACE_BUG),
+@pytest.mark.parametrize("backbone", ["resnet18",
                                       pytest.param("resnet50", marks=pytest.mark.slow)])  # ~20 s on 2 busy CPU cores
 def test_finetune_ckpt_export_torchscript(tmp_path, backbone):
     # monai.bundle.ckpt_export of inference.yaml's network_def from a random-init models/model.pt in a temporary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -18,6 +19,8 @@ __all__ = [
     "encoder_state_dict",
     "load_encoder_weights",
     "initialise_encoder",
+    "replace_detached_shortcuts",
+    "ZeroPadShortcut",
     "EncoderLoadError",
 ]
 
@@ -36,16 +39,47 @@ class EncoderLoadError(InputError):
     """A checkpoint holds no weights that fit the encoder."""
 
 
+class ZeroPadShortcut(nn.Module):
+    """The type-A ResNet shortcut (strided subsampling, zero channels appended) with gradients flowing through it.
+
+    MONAI's ``ResNet._downsample_basic_block`` (ResNet-18/34) concatenates ``out.data``: that detaches the
+    shortcut from autograd and makes a traced TorchScript export bake it in as a constant.
+    """
+
+    def __init__(self, planes: int, stride: int, spatial_dims: int = 2) -> None:
+        super().__init__()
+        self.planes, self.stride, self.spatial_dims = planes, stride, spatial_dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * self.spatial_dims]
+        pad_shape = (out.shape[0], self.planes - out.shape[1]) + tuple(out.shape[2:])
+        return torch.cat([out, out.new_zeros(pad_shape)], dim=1)
+
+
+def replace_detached_shortcuts(encoder: nn.Module, spatial_dims: int = 2) -> int:
+    """Swap MONAI's type-A (``functools.partial``) shortcuts for :class:`ZeroPadShortcut`; returns how many."""
+    count = 0
+    for module in encoder.modules():
+        shortcut = getattr(module, "downsample", None)
+        if isinstance(shortcut, functools.partial):
+            module.downsample = ZeroPadShortcut(shortcut.keywords["planes"], shortcut.keywords["stride"], spatial_dims)
+            count += 1
+    return count
+
+
 def build_encoder(backbone: str = "resnet50", in_channels: int = 1, spatial_dims: int = 2) -> ResNetFeatures:
     """A randomly initialised MONAI ``ResNetFeatures`` encoder.
 
     ``forward(x: (B, in_channels, H, W)) -> list`` of 5 maps with :data:`ENCODER_CHANNELS` channels at
     strides 2, 4, 8, 16, 32. ``pretrained=False`` always: there are no 2D ImageNet weights, IDEAL's
-    pre-training provides the initialisation instead.
+    pre-training provides the initialisation instead. ResNet-18/34 shortcuts are replaced by
+    :class:`ZeroPadShortcut` (same outputs, but gradients flow and TorchScript traces are correct).
     """
     if backbone not in ENCODER_CHANNELS:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(ENCODER_CHANNELS)}")
-    return ResNetFeatures(backbone, pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels)
+    encoder = ResNetFeatures(backbone, pretrained=False, spatial_dims=spatial_dims, in_channels=in_channels)
+    replace_detached_shortcuts(encoder, spatial_dims)
+    return encoder
 
 
 def encoder_state_dict(checkpoint: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ("encoder.",)) -> dict:

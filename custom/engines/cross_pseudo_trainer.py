@@ -10,7 +10,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from custom.engines.precision import autocast, resolve_precision
+from custom.engines.precision import autocast, backward_and_step, make_grad_scaler, resolve_precision
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss, sigmoid_rampup
 
 __all__ = ["CrossPseudoLabelTrainer"]
@@ -69,8 +69,7 @@ class CrossPseudoLabelTrainer(SupervisedTrainer):
         self.unsup_weight, self.rampup_iterations = float(unsup_weight), int(rampup_iterations)
         self.autocast_dtype = resolve_precision(device, precision)
         self.channels_last = channels_last
-        use_scaler = self.autocast_dtype == torch.float16 and device.type == "cuda"
-        self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.grad_scaler = make_grad_scaler(device, self.autocast_dtype)
         self._unlabeled_iter: Iterator | None = None
 
     def _next_unlabeled(self) -> dict | None:
@@ -125,14 +124,5 @@ class CrossPseudoLabelTrainer(SupervisedTrainer):
             }
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            self.grad_scaler.step(engine.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        backward_and_step(engine, loss, self.grad_scaler)
         return engine.state.output

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-__all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision", "autocast"]
+__all__ = ["PRECISIONS", "cpu_has_native_bf16", "resolve_precision", "autocast", "make_grad_scaler", "backward_and_step"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -51,3 +51,24 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> Iterator[
         return
     with torch.autocast(torch.device(device).type, dtype=dtype):
         yield
+
+
+def make_grad_scaler(device: torch.device | str, dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 autocast on CUDA (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler("cuda") if dtype == torch.float16 and torch.device(device).type == "cuda" else None
+
+
+def backward_and_step(engine, loss: torch.Tensor, grad_scaler: torch.amp.GradScaler | None = None) -> None:
+    """Backward pass and optimiser step of a MONAI trainer, firing its BACKWARD_COMPLETED and MODEL_COMPLETED events."""
+    from monai.engines.utils import IterationEvents
+
+    if grad_scaler is not None:
+        grad_scaler.scale(loss).backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        grad_scaler.step(engine.optimizer)
+        grad_scaler.update()
+    else:
+        loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.optimizer.step()
+    engine.fire_event(IterationEvents.MODEL_COMPLETED)

@@ -15,7 +15,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
 from custom.correspondence import indices_to_coords, match_by_feature_argmax, match_grid
-from custom.engines.precision import autocast, resolve_precision
+from custom.engines.precision import autocast, backward_and_step, make_grad_scaler, resolve_precision
 from custom.losses.global_infonce import GlobalInfoNCELoss
 from custom.losses.local_infonce import LocalInfoNCELoss
 from custom.views import TwoViewAugment
@@ -150,8 +150,7 @@ class ContrastivePretrainTrainer(SupervisedTrainer):
         self.seed = int(seed)
         self.autocast_dtype = resolve_precision(device, precision)
         self.channels_last = channels_last
-        use_scaler = self.autocast_dtype == torch.float16 and device.type == "cuda"
-        self.grad_scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.grad_scaler = make_grad_scaler(device, self.autocast_dtype)
         self.generator = torch.Generator(device=device)
 
     def iteration_generator(self, iteration: int) -> torch.Generator:
@@ -216,14 +215,5 @@ class ContrastivePretrainTrainer(SupervisedTrainer):
             }
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            self.grad_scaler.step(engine.optimizer)
-            self.grad_scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        backward_and_step(engine, loss, self.grad_scaler)
         return engine.state.output

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 import torch
-from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from custom.engines.precision import autocast, backward_and_step, make_grad_scaler, resolve_precision
+from custom.engines.base import MixedPrecisionTrainer
+from custom.engines.precision import autocast
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss, sigmoid_rampup
 
 __all__ = ["CrossPseudoLabelTrainer"]
@@ -20,8 +20,8 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return network.module if hasattr(network, "module") else network
 
 
-class CrossPseudoLabelTrainer(SupervisedTrainer):
-    """``SupervisedTrainer`` whose iteration takes a labeled batch and an unlabeled batch.
+class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
+    """:class:`MixedPrecisionTrainer` whose iteration takes a labeled batch and an unlabeled batch.
 
     Per iteration: one forward of the shared encoder and both decoders over ``[labeled; unlabeled]``, then
     ``loss = CE(p1, m) + CE(p2, m) + lambda_u(t) * (CE(p1, y2) + CE(p2, y1))`` (see
@@ -59,17 +59,10 @@ class CrossPseudoLabelTrainer(SupervisedTrainer):
         channels_last: bool = True,
         **kwargs: Any,
     ) -> None:
-        kwargs.pop("amp", None)
-        kwargs.setdefault("decollate", False)
-        device = torch.device(device)
-        if channels_last:
-            network = network.to(memory_format=torch.channels_last)
-        super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, **kwargs)
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, precision,
+                         channels_last, **kwargs)
         self.unlabeled_data_loader = unlabeled_data_loader
         self.unsup_weight, self.rampup_iterations = float(unsup_weight), int(rampup_iterations)
-        self.autocast_dtype = resolve_precision(device, precision)
-        self.channels_last = channels_last
-        self.grad_scaler = make_grad_scaler(device, self.autocast_dtype)
         self._unlabeled_iter: Iterator | None = None
 
     def _next_unlabeled(self) -> dict | None:
@@ -124,5 +117,5 @@ class CrossPseudoLabelTrainer(SupervisedTrainer):
             }
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        backward_and_step(engine, loss, self.grad_scaler)
+        engine.backward_and_step(loss)
         return engine.state.output

@@ -9,13 +9,13 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
-from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
 from custom.correspondence import indices_to_coords, match_by_feature_argmax, match_grid
-from custom.engines.precision import autocast, backward_and_step, make_grad_scaler, resolve_precision
+from custom.engines.base import MixedPrecisionTrainer
+from custom.engines.precision import autocast
 from custom.losses.global_infonce import GlobalInfoNCELoss
 from custom.losses.local_infonce import LocalInfoNCELoss
 from custom.views import TwoViewAugment
@@ -72,9 +72,9 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-class ContrastivePretrainTrainer(SupervisedTrainer):
+class ContrastivePretrainTrainer(MixedPrecisionTrainer):
     """
-    ``SupervisedTrainer`` whose iteration is IDEAL's self-supervised pre-training step (Sec. 2.1-2.2, Fig. 2a).
+    :class:`MixedPrecisionTrainer` whose iteration is IDEAL's self-supervised pre-training step (Sec. 2.1-2.2, Fig. 2a).
 
     Per iteration, for a batch of ``B`` unlabeled slices ``x``:
 
@@ -137,21 +137,14 @@ class ContrastivePretrainTrainer(SupervisedTrainer):
             raise ValueError(f"correspondence_mode must be one of {CORRESPONDENCE_MODES}, got {correspondence_mode!r}.")
         if global_weight < 0 or local_weight < 0 or global_weight + local_weight == 0:
             raise ValueError(f"loss weights must be >= 0 and not both 0, got {global_weight}, {local_weight}.")
-        kwargs.pop("amp", None)
-        kwargs.setdefault("decollate", False)
-        device = torch.device(device)
-        if channels_last:
-            network = network.to(memory_format=torch.channels_last)
-        super().__init__(device, max_epochs, train_data_loader, network, optimizer, local_loss_function, **kwargs)
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, local_loss_function, precision,
+                         channels_last, **kwargs)
         self.global_loss_function = global_loss_function
         self.augment = augment if augment is not None else TwoViewAugment()
         self.global_weight, self.local_weight = float(global_weight), float(local_weight)
         self.correspondence_mode = correspondence_mode
         self.seed = int(seed)
-        self.autocast_dtype = resolve_precision(device, precision)
-        self.channels_last = channels_last
-        self.grad_scaler = make_grad_scaler(device, self.autocast_dtype)
-        self.generator = torch.Generator(device=device)
+        self.generator = torch.Generator(device=self.state.device)
 
     def iteration_generator(self, iteration: int) -> torch.Generator:
         """The random generator of ``iteration``, seeded from ``(seed, rank, iteration)`` (independent streams)."""
@@ -215,5 +208,5 @@ class ContrastivePretrainTrainer(SupervisedTrainer):
             }
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        backward_and_step(engine, loss, self.grad_scaler)
+        engine.backward_and_step(loss)
         return engine.state.output

@@ -1,0 +1,174 @@
+"""What an experiment runs: compute profiles, methods, datalists with held-out patients, and the run list."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from custom.data.datalist import build_datalist
+from custom.data.protocols import load_protocol
+from custom.errors import InputError
+
+__all__ = [
+    "REPO_ROOT",
+    "Profile",
+    "Method",
+    "RunSpec",
+    "load_profile",
+    "load_methods",
+    "with_holdout",
+    "plan_runs",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_HERE = Path(__file__).resolve().parent
+PROFILE_DIR = _HERE / "profiles"
+METHODS_FILE = _HERE / "methods.yaml"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Bundle config files and overrides of the pre-training and fine-tuning runs at one compute budget."""
+
+    name: str
+    description: str
+    pretrain_configs: tuple[str, ...]
+    pretrain_overrides: Mapping[str, Any]
+    finetune_configs: tuple[str, ...]
+    finetune_overrides: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison: which pre-training (if any) and which fine-tuning configuration."""
+
+    name: str
+    description: str
+    pretraining: str | None = None
+    finetune_configs: tuple[str, ...] = ()
+    finetune_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fine-tuning run: a method on one labeled set, subset and seed."""
+
+    method: Method
+    fraction: str
+    subset: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method.name}/{self.fraction}_{self.subset}_seed{self.seed}"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"{path}: cannot read ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile by name (``custom/experiments/profiles/<name>.yaml``: tiny, cpu, paper) or YAML path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+            raise InputError(f"profile {name_or_path!r}: unknown (known: {', '.join(known)}, or a YAML path)")
+    data = _read_yaml(path)
+    try:
+        return Profile(
+            name=path.stem,
+            description=str(data.get("description", "")),
+            pretrain_configs=tuple(data["pretrain"]["configs"]),
+            pretrain_overrides=dict(data["pretrain"].get("overrides") or {}),
+            finetune_configs=tuple(data["finetune"]["configs"]),
+            finetune_overrides=dict(data["finetune"].get("overrides") or {}),
+        )
+    except (KeyError, TypeError) as e:
+        raise InputError(f"{path}: profile needs pretrain.configs and finetune.configs ({e})") from None
+
+
+def load_methods(path: Path = METHODS_FILE) -> tuple[dict[str, Method], dict[str, dict[str, Any]]]:
+    """``({method name: Method}, {pre-training name: bundle overrides})`` from ``methods.yaml``."""
+    data = _read_yaml(path)
+    pretraining = {k: dict(v or {}) for k, v in (data.get("pretraining") or {}).items()}
+    methods = {}
+    for name, spec in (data.get("methods") or {}).items():
+        if spec.get("pretraining") is not None and spec["pretraining"] not in pretraining:
+            raise InputError(f"{path}: method {name} uses unknown pre-training {spec['pretraining']!r}")
+        methods[name] = Method(
+            name=name,
+            description=str(spec.get("description", "")),
+            pretraining=spec.get("pretraining"),
+            finetune_configs=tuple(spec.get("finetune_configs") or ()),
+            finetune_overrides=dict(spec.get("finetune_overrides") or {}),
+        )
+    return methods, pretraining
+
+
+def holdout_cases(protocol: str, candidates: Sequence[str], count: int) -> list[str]:
+    """``count`` patients of the training pool that no labeled subset of the protocol names, evenly spaced in
+    case order (ACDC orders patients by pathology group, so this spreads them over the groups)."""
+    definition = load_protocol(protocol)
+    named = set()
+    for subsets in (definition.get("labeled") or {}).values():
+        for key, cases in subsets.items():
+            if key != "fraction" and isinstance(cases, list):
+                named.update(f"patient{int(c):03d}" for c in cases)
+    pool = sorted(c for c in candidates if c not in named)
+    if count > len(pool):
+        raise InputError(f"--holdout {count}: only {len(pool)} training-pool patients are outside every labeled subset")
+    if count == 0:
+        return []
+    return [pool[int(i * len(pool) / count)] for i in range(count)]
+
+
+def with_holdout(datalist: dict[str, Any], held_out: Sequence[str], labeled_items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The datalist with the ``held_out`` patients removed from every split and put, with labels, into ``test``.
+
+    ``labeled_items`` supplies image/label items of those patients (e.g. the ``training`` split of the protocol's
+    100 % labeled set), since the unlabeled split carries no labels.
+    """
+    held = set(held_out)
+    out = dict(datalist)
+    for split in ("training", "unlabeled", "validation", "pretraining"):
+        out[split] = [item for item in datalist.get(split, []) if item.get("case") not in held]
+    out["test"] = [dict(item) for item in labeled_items if item.get("case") in held]
+    out["held_out"] = sorted(held)
+    if not out["training"]:
+        raise InputError(f"datalist {datalist.get('name')}: no labeled training item left after the hold-out")
+    return out
+
+
+def plan_runs(methods: Sequence[Method], fractions: Sequence[str], subsets: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
+    """Every (seed, fraction, subset, method) combination, in that nesting order (methods vary fastest, so a
+    partial experiment already compares all methods on the first labeled sets)."""
+    return [RunSpec(m, f, s, seed) for seed, f, s, m in itertools.product(seeds, fractions, subsets, methods)]
+
+
+def build_experiment_datalist(
+    dataset_dir: str, protocol: str, fraction: str, subset: str, seed: int, allow_missing: bool,
+    holdout: int, check_files: bool,
+) -> dict[str, Any]:
+    """The protocol's datalist for one labeled set, with ``holdout`` patients moved into the test split."""
+    datalist = build_datalist(dataset_dir, protocol, fraction, subset, seed, allow_missing, check_files)
+    if holdout <= 0:
+        return datalist
+    definition = load_protocol(protocol)
+    if definition.get("layout") != "acdc":
+        raise InputError(f"--holdout: protocol {protocol} has its own test split; hold-out needs an ACDC-layout protocol")
+    everything = build_datalist(dataset_dir, protocol, "L100", "c1", seed, allow_missing, check_files=False)
+    pool = sorted({item["case"] for item in everything["training"]})
+    return with_holdout(datalist, holdout_cases(protocol, pool, holdout), everything["training"])

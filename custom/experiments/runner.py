@@ -1,0 +1,216 @@
+"""Run pre-training and fine-tuning bundles as subprocesses, resumably, and collect their evaluation results.
+
+Each run lives in its own folder (used as the bundle's ``bundle_root``) with ``train.log`` / ``eval.log``, the
+bundle outputs (``models/``, ``eval/``), ``timing.json`` and, once finished, ``result.json``. A folder with
+``result.json`` is skipped; one with ``models/last_checkpoint.pt`` but no result is resumed from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from custom.data.datalist import write_json_atomic
+from custom.experiments.plan import REPO_ROOT, Profile, RunSpec
+
+__all__ = ["BundleRun", "RunFailed", "bundle_command", "read_summary"]
+
+
+class RunFailed(RuntimeError):
+    """A bundle subprocess exited with an error; the message names the run and its log."""
+
+
+def _format_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+
+
+def bundle_command(action: str, configs: Sequence[str], overrides: Mapping[str, Any], logging_file: str | None) -> list[str]:
+    """``python -m monai.bundle run <action> --config_file [...] --key value ...`` as an argument list."""
+    files = [str(p if Path(p).is_absolute() else REPO_ROOT / p) for p in configs]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", action, "--config_file", json.dumps(files)]
+    if logging_file:
+        cmd += ["--logging_file", logging_file]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", _format_value(value)]
+    return cmd
+
+
+def read_summary(path: Path) -> dict[str, dict[str, float]]:
+    """``summary.csv`` of :class:`custom.handlers.VolumeMetricsSaver` as ``{metric: {mean, std, n}}``."""
+    with open(path, newline="") as f:
+        return {row["metric"]: {"mean": float(row["mean"]), "std": float(row["std"]), "n": int(row["n"])} for row in csv.DictReader(f)}
+
+
+class _Child:
+    """The running subprocess, so that SIGTERM/SIGINT of the runner stop it cleanly (it saves its state)."""
+
+    process: subprocess.Popen | None = None
+
+    @classmethod
+    def forward(cls, signum: int, frame: Any) -> None:
+        if cls.process is not None and cls.process.poll() is None:
+            cls.process.send_signal(signal.SIGTERM)
+            try:
+                cls.process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                cls.process.kill()
+        sys.exit(128 + signum)
+
+
+def install_signal_forwarding() -> None:
+    signal.signal(signal.SIGTERM, _Child.forward)
+    signal.signal(signal.SIGINT, _Child.forward)
+
+
+def child_env() -> dict[str, str]:
+    """Environment of the bundle subprocesses: ``custom`` importable even when not installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _run_logged(cmd: list[str], log: Path, env: Mapping[str, str] | None = None) -> float:
+    """Run ``cmd`` with stdout/stderr appended to ``log``; returns wall seconds; raises RunFailed on error."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        _Child.process = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env or child_env())
+        rc = _Child.process.wait()
+        _Child.process = None
+    if rc != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise RunFailed(f"{log}: exit code {rc}: " + " | ".join(tail))
+    return time.perf_counter() - start
+
+
+class BundleRun:
+    """One bundle run in ``folder``: train (resuming an interrupted run), then optionally evaluate.
+
+    Args:
+        folder: the run's folder, passed to the bundle as ``bundle_root``.
+        bundle: ``"ideal_finetune"`` or ``"ideal_pretrain"`` (for its ``logging.conf``).
+        configs: config files of the training run (repository-relative or absolute).
+        overrides: bundle overrides (``dataset_dir``, ``datalist``, ``seed``, ...).
+        eval_configs: config files of the evaluation run (None: no evaluation).
+        eval_overrides: extra overrides of the evaluation run.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        bundle: str,
+        configs: Sequence[str],
+        overrides: Mapping[str, Any],
+        eval_configs: Sequence[str] | None = None,
+        eval_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.configs, self.overrides = list(configs), {**overrides, "bundle_root": str(self.folder)}
+        self.eval_configs, self.eval_overrides = eval_configs, dict(eval_overrides or {})
+        self.logging_file = str(REPO_ROOT / "bundles" / bundle / "configs" / "logging.conf")
+
+    @property
+    def result_file(self) -> Path:
+        return self.folder / "result.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.folder / "models" / "last_checkpoint.pt"
+
+    def done(self) -> bool:
+        return self.result_file.is_file()
+
+    def _timing(self) -> dict[str, Any]:
+        path = self.folder / "timing.json"
+        return json.loads(path.read_text()) if path.is_file() else {"train_s": 0.0, "eval_s": 0.0, "train_attempts": 0, "trained": False}
+
+    def _save_timing(self, timing: Mapping[str, Any]) -> None:
+        write_json_atomic(dict(timing), self.folder / "timing.json")
+
+    def iterations(self) -> int | None:
+        """Iterations completed according to the resumable checkpoint."""
+        if not self.checkpoint.is_file():
+            return None
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        trainer = state.get("trainer") or {}
+        return int(trainer["iteration"]) if "iteration" in trainer else None
+
+    def train(self, log: Any = print) -> dict[str, Any]:
+        timing = self._timing()
+        if timing["trained"]:
+            return timing
+        overrides = dict(self.overrides)
+        if self.checkpoint.is_file():
+            overrides["resume_from"] = str(self.checkpoint)
+            log(f"  resuming from {self.checkpoint} (iteration {self.iterations()})")
+        timing["train_attempts"] += 1
+        self._save_timing(timing)
+        seconds = _run_logged(bundle_command("training", self.configs, overrides, self.logging_file), self.folder / "train.log")
+        timing = {**self._timing(), "trained": True}
+        timing["train_s"] += seconds
+        self._save_timing(timing)
+        return timing
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        timing = self._timing()
+        overrides = {**self.overrides, **self.eval_overrides}
+        seconds = _run_logged(bundle_command("evaluating", self.eval_configs or [], overrides, self.logging_file), self.folder / "eval.log")
+        timing["eval_s"] += seconds
+        self._save_timing(timing)
+        return read_summary(self.folder / "eval" / "summary.csv")
+
+    def run(self, extra: Mapping[str, Any], log: Any = print) -> dict[str, Any]:
+        """Train and evaluate unless done; returns (and writes atomically) ``result.json``."""
+        if self.done():
+            return json.loads(self.result_file.read_text())
+        timing = self.train(log)
+        summary = self.evaluate() if self.eval_configs else {}
+        result = {
+            **extra,
+            "iterations": self.iterations(),
+            "train_min": round(timing["train_s"] / 60, 2),
+            "eval_min": round(self._timing()["eval_s"] / 60, 2),
+            "train_attempts": timing["train_attempts"],
+            "metrics": summary,
+        }
+        write_json_atomic(result, self.result_file)
+        return result
+
+
+def finetune_run(folder: Path, spec: RunSpec, profile: Profile, dataset_dir: str, datalist: Path, eval_split: str,
+                 encoder: Path | None) -> BundleRun:
+    """The fine-tuning :class:`BundleRun` of ``spec`` under ``profile``."""
+    configs = [*profile.finetune_configs, *spec.method.finetune_configs]
+    overrides: dict[str, Any] = {
+        "dataset_dir": dataset_dir,
+        "datalist": str(datalist),
+        "seed": spec.seed,
+        **profile.finetune_overrides,
+        **spec.method.finetune_overrides,
+    }
+    if encoder is not None:
+        overrides["pretrained_encoder"] = str(encoder)
+    return BundleRun(
+        folder, "ideal_finetune", configs, overrides,
+        eval_configs=[*configs, "bundles/ideal_finetune/configs/evaluate.yaml"],
+        eval_overrides={"eval_split": eval_split, "save_predictions": True},
+    )
+
+
+def pretrain_run(folder: Path, kind: str, kind_overrides: Mapping[str, Any], profile: Profile, dataset_dir: str,
+                 datalist: Path, seed: int) -> BundleRun:
+    """The pre-training :class:`BundleRun` of one pre-training kind (its encoder: ``models/encoder.pt``)."""
+    overrides = {"dataset_dir": dataset_dir, "datalist": str(datalist), "seed": seed, **profile.pretrain_overrides, **kind_overrides}
+    return BundleRun(folder, "ideal_pretrain", profile.pretrain_configs, overrides)
+

@@ -111,3 +111,39 @@ def test_bundle_inference_reports_one_line_and_writes_nothing(files, tmp_path):
     assert len(errors) == 1 and str(files["truncated"]) in errors[0] and "cannot read as NIfTI" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_checkpoint_of_another_architecture_is_one_clear_error(tmp_path):
+    from ignite.engine import Engine
+
+    from custom.errors import InputError
+    from custom.handlers import CheckedCheckpointLoader
+
+    path = tmp_path / "model.pt"
+    torch.save(DualDecoderUNet("resnet18", out_channels=4).state_dict(), path)
+    engine = Engine(lambda e, b: None)
+    with pytest.raises(InputError, match=r"model\.pt: checkpoint of another architecture \(4 shape mismatches, e\.g\. decoder1\.head\.weight"):
+        CheckedCheckpointLoader(str(path), {"model": DualDecoderUNet("resnet18", out_channels=3)})(engine)
+    with pytest.raises(InputError, match=r"model\.pt: checkpoint of another architecture \(\d+ missing tensors"):
+        CheckedCheckpointLoader(str(path), {"model": DualDecoderUNet("resnet34", out_channels=4)})(engine)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match=r"junk\.pt: not a readable checkpoint"):
+        CheckedCheckpointLoader(str(tmp_path / "junk.pt"), {"model": DualDecoderUNet("resnet18")})(engine)
+    with pytest.raises(InputError, match=r"absent\.pt: checkpoint not found"):
+        CheckedCheckpointLoader(str(tmp_path / "absent.pt"), {"model": DualDecoderUNet("resnet18")})(engine)
+
+
+@pytest.mark.slow
+def test_bundle_inference_with_a_checkpoint_of_another_backbone_fails_in_one_line(files, tmp_path):
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    torch.save(DualDecoderUNet("resnet34").state_dict(), root / "models" / "model.pt")
+    out = tmp_path / "predictions"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(INFERENCE), "--bundle_root", str(root),
+           "--backbone", "resnet18", "--spatial_size", "64", "--input_glob", str(files["good"]), "--output_dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "model.pt: checkpoint of another architecture" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())

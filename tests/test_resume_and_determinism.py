@@ -63,6 +63,35 @@ def test_interrupted_run_resumes_to_the_same_iteration_count(tmp_path, sig):
     assert _iteration(ckpt) == 20
 
 
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    """SIGKILL leaves the last epoch-boundary checkpoint; resuming from it restores weights, optimiser, schedule,
+    global RNGs and the augmentations' random states, and each epoch starts a new data pass, so the resumed run
+    ends bit-identical to one that was never interrupted (same seed, same thread count)."""
+    full = _start(tmp_path / "full")
+    out, _ = full.communicate(timeout=600)
+    assert full.returncode == 0, out[-3000:]
+
+    ckpt = tmp_path / "killed" / "models" / "last_checkpoint.pt"
+    proc = _start(tmp_path / "killed")
+    _wait_for(ckpt, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=300)
+    assert 4 <= _iteration(ckpt) < 20
+    resumed = _start(tmp_path / "killed", "--resume_from", str(ckpt))
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+
+    a = torch.load(tmp_path / "full" / "models" / "last_checkpoint.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert a["trainer"]["iteration"] == b["trainer"]["iteration"] == 20
+    for k in a["network"]:
+        assert torch.equal(a["network"][k], b["network"][k]), k
+    assert a["lr_scheduler"] == b["lr_scheduler"]
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+    assert a["rng"]["transforms"].keys() == b["rng"]["transforms"].keys() and len(a["rng"]["transforms"]) >= 5
+
+
 def test_same_seed_gives_identical_training(tmp_path):
     overrides = dict(backbone="resnet18", spatial_size=64, batch_size=2, unlabeled_batch_size=2, max_iterations=3,
                      epoch_length=3, val_interval=100)

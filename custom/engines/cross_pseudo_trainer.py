@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 import torch
+from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from custom.engines.base import MixedPrecisionTrainer
+from custom.engines.base import MixedPrecisionTrainer, check_not_empty, distributed_sampler
 from custom.engines.precision import autocast
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss, sigmoid_rampup
 
@@ -31,8 +32,9 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         train_data_loader: labeled slices, items ``{"image": (1, H, W), "label": (1, H, W)}``.
         network: a :class:`DualDecoderUNet` with ``output="logits"`` (returns (logits1, logits2)).
         loss_function: a :class:`CrossPseudoLabelLoss`.
-        unlabeled_data_loader: unlabeled slices ``{"image": ...}``, cycled independently of the labeled data;
-            None (or ``unsup_weight=0``) trains supervised only.
+        unlabeled_data_loader: unlabeled slices ``{"image": ...}``, cycled independently of the labeled data (a new
+            pass every engine epoch); None (or ``unsup_weight=0``) trains supervised only. With a ``DistributedSampler``, each new pass sets
+            the sampler's epoch to the current iteration (same on all ranks, new permutation per pass).
         unsup_weight: maximum weight lambda_u of the cross pseudo-label term.
         rampup_iterations: iterations of the sigmoid ramp-up of lambda_u (0: constant).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see :func:`resolve_precision`.
@@ -61,20 +63,33 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
     ) -> None:
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, precision,
                          channels_last, **kwargs)
+        if unlabeled_data_loader is not None and unsup_weight != 0:
+            check_not_empty(unlabeled_data_loader, "unlabeled_data_loader")
         self.unlabeled_data_loader = unlabeled_data_loader
         self.unsup_weight, self.rampup_iterations = float(unsup_weight), int(rampup_iterations)
         self._unlabeled_iter: Iterator | None = None
+        self.add_event_handler(Events.EPOCH_STARTED, self._start_unlabeled_pass)
+
+    def _start_unlabeled_pass(self, engine: Engine) -> None:
+        """Every engine epoch starts a new pass over the unlabeled data too (exact resume at epoch boundaries)."""
+        self._unlabeled_iter = None
 
     def _next_unlabeled(self) -> dict | None:
         if self.unlabeled_data_loader is None or self.unsup_weight == 0:
             return None
         if self._unlabeled_iter is None:
-            self._unlabeled_iter = iter(self.unlabeled_data_loader)
+            self._unlabeled_iter = self._new_unlabeled_pass()
         try:
             return next(self._unlabeled_iter)
         except StopIteration:
-            self._unlabeled_iter = iter(self.unlabeled_data_loader)
+            self._unlabeled_iter = self._new_unlabeled_pass()
             return next(self._unlabeled_iter)
+
+    def _new_unlabeled_pass(self) -> Iterator:
+        sampler = distributed_sampler(self.unlabeled_data_loader)
+        if sampler is not None:
+            sampler.set_epoch(self.state.iteration)  # same on all ranks, new for every pass
+        return iter(self.unlabeled_data_loader)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.state.device, non_blocking=self.non_blocking)

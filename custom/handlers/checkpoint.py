@@ -10,17 +10,33 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
+import re
 import signal
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import Transform
+from torch.utils.data import Dataset
+from monai.handlers import CheckpointLoader
 
-__all__ = ["save_atomic", "rng_state", "set_rng_state", "AtomicCheckpointSaver", "ResumeFromCheckpoint", "SaveOnSignal"]
+from custom.errors import InputError
+
+__all__ = [
+    "save_atomic",
+    "rng_state",
+    "set_rng_state",
+    "AtomicCheckpointSaver",
+    "ResumeFromCheckpoint",
+    "SaveOnSignal",
+    "CheckedCheckpointLoader",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +61,9 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": _pack_random_state(np.random.mtrand._rand),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -58,11 +72,52 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: Mapping[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(_unpack_random_state(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _random_states(root: Any, path: str, found: dict[str, np.random.RandomState], seen: set[int]) -> None:
+    """Collect the ``R`` of every MONAI ``Randomizable`` reachable from ``root`` (a dataset or transform)."""
+    if id(root) in seen:
+        return
+    seen.add(id(root))
+    if isinstance(root, (list, tuple)):
+        for i, item in enumerate(root):
+            if isinstance(item, (Transform, list, tuple)):
+                _random_states(item, f"{path}[{i}]", found, seen)
+        return
+    if not isinstance(root, (Transform, Dataset)):
+        return
+    if isinstance(getattr(root, "R", None), np.random.RandomState):
+        found[path] = root.R
+    for key, value in vars(root).items():
+        if isinstance(value, (Transform, Dataset, list, tuple)):
+            _random_states(value, f"{path}.{key}", found, seen)
+
+
+def transform_random_states(engine: Any) -> dict[str, np.random.RandomState]:
+    """The random states of the data augmentation of a trainer's loaders (``data_loader`` and, when present,
+    ``unlabeled_data_loader``), keyed by attribute path. With ``num_workers=0`` these live in the main process and
+    decide every augmentation; with workers, MONAI's ``DataLoader`` reseeds them per pass from the torch RNG."""
+    found: dict[str, np.random.RandomState] = {}
+    seen: set[int] = set()
+    for name in ("data_loader", "unlabeled_data_loader"):
+        dataset = getattr(getattr(engine, name, None), "dataset", None)
+        if dataset is not None:
+            _random_states(dataset, name, found, seen)
+    return found
+
+
+def _pack_random_state(r: np.random.RandomState) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = r.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+            "gauss": float(gauss)}
+
+
+def _unpack_random_state(n: Mapping[str, Any]) -> tuple:
+    return (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
 
 
 def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,6 +167,8 @@ class AtomicCheckpointSaver:
             return self.path  # e.g. the last epoch end and COMPLETED
         state = _state_dicts(self.save_dict)
         state["rng"] = rng_state()
+        if engine is not None:
+            state["rng"]["transforms"] = {k: _pack_random_state(r) for k, r in transform_random_states(engine).items()}
         if self.extra is not None:
             state.update(self.extra())
         save_atomic(state, self.path)
@@ -124,9 +181,12 @@ class AtomicCheckpointSaver:
 class ResumeFromCheckpoint:
     """Restores an :class:`AtomicCheckpointSaver` file (``weights_only=True``) into objects and the trainer.
 
-    The trainer continues at the saved iteration up to its configured ``max_epochs``. Not restored: the position
-    inside a shuffled epoch of the data loaders (a resumed run draws a fresh permutation), so a resumed run
-    matches an uninterrupted one in iteration count and schedule, not bit for bit.
+    The trainer continues at the saved iteration up to its configured ``max_epochs``, with the global RNGs and the
+    random states of the data augmentation restored. The trainers start a new pass over their data loaders at
+    every engine epoch (:class:`~custom.engines.base.MixedPrecisionTrainer`), so a run resumed from an
+    epoch-boundary checkpoint (the periodic ones) continues exactly as the uninterrupted run would have, on CPU bit
+    for bit (tested). A mid-epoch checkpoint (SIGTERM/SIGINT) resumes in the same iteration count and schedule,
+    but its data pass restarts, so it is not bit-identical.
 
     Args:
         load_path: the checkpoint; a missing file is an error naming it.
@@ -161,6 +221,14 @@ class ResumeFromCheckpoint:
                 obj.load_state_dict(state[name])
         if "rng" in state:
             set_rng_state(state["rng"])
+            live = transform_random_states(engine)
+            saved = state["rng"].get("transforms", {})
+            for key, packed in saved.items():
+                if key in live:
+                    live[key].set_state(_unpack_random_state(packed))
+            if set(saved) != set(live):
+                logger.warning("augmentation random states differ from the checkpoint's (%d saved, %d now): "
+                               "the resumed run's augmentations will differ", len(saved), len(live))
         logger.info("resumed from %s at iteration %d", self.path, engine.state.iteration)
 
 
@@ -197,3 +265,42 @@ class SaveOnSignal:
         name = signal.Signals(self._received).name
         engine.logger.warning("%s received: state saved at iteration %d, exiting", name, engine.state.iteration)
         raise SystemExit(128 + self._received)
+
+
+def _mismatch_summary(message: str) -> str:
+    """The gist of ``load_state_dict``'s error: counts of missing/unexpected keys and the first size mismatch."""
+    parts = []
+    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*?)(?:\.\s*$|\.\s*\n|\n)"),
+                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*?)(?:\.\s*$|\.\s*\n|\n)")):
+        found = re.search(pattern, message, flags=re.S)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            parts.append(f"{len(keys)} {label} tensors, e.g. {keys[0]}" if keys else f"{label} tensors")
+    sizes = re.findall(r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) from checkpoint, "
+                       r"the shape in current model is torch\.Size\((\[[^\]]*\])\)", message)
+    if sizes:
+        name, theirs, ours = sizes[0]
+        parts.append(f"{len(sizes)} shape mismatches, e.g. {name} {theirs} in the file vs {ours} in the network")
+    return "; ".join(parts) or message.strip().splitlines()[0][:300]
+
+
+class CheckedCheckpointLoader(CheckpointLoader):
+    """MONAI's :class:`~monai.handlers.CheckpointLoader` (``weights_only=True``) whose failures are one-line
+    :class:`~custom.errors.InputError` s naming the file and the problem: missing file, unreadable file, or weights of
+    another architecture (other backbone, class count or decoder: counts of missing/unexpected/mis-shaped tensors)."""
+
+    def __call__(self, engine: Engine) -> None:
+        path = os.fspath(self.load_path)
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: checkpoint not found")
+        try:
+            super().__call__(engine)
+        except RuntimeError as e:
+            message = str(e)
+            if "state_dict" in message or "size mismatch" in message:
+                raise InputError(f"{path}: checkpoint of another architecture ({_mismatch_summary(message)}); "
+                                 "check backbone / num_classes against the training run") from None
+            raise InputError(f"{path}: not a readable checkpoint ({message.strip().splitlines()[0][:200]})") from None
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, KeyError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None

@@ -69,6 +69,10 @@ class GlobalInfoNCELoss(_Loss):
             rank order, with gradient for the local part. ``None``: negatives from the local batch only.
         rank: position of the local block in the gathered tensors; ``None`` uses the
             ``torch.distributed`` rank (0 when not initialised). Only used with ``gather_fn``.
+
+    Attribute ``last_num_images``: the number of images whose two views formed the columns of the
+    similarity matrix in the last ``forward`` (``B``, or ``world_size * B`` with a distributed
+    ``gather_fn``); None before the first call.
     """
 
     def __init__(self, temperature: float = 0.1, gather_fn: GatherFn | None = None, rank: int | None = None) -> None:
@@ -78,6 +82,7 @@ class GlobalInfoNCELoss(_Loss):
         self.temperature = float(temperature)
         self.gather_fn = gather_fn
         self.rank = rank
+        self.last_num_images: int | None = None
 
     def forward(self, z_q: torch.Tensor, z_k: torch.Tensor) -> torch.Tensor:
         """
@@ -103,6 +108,7 @@ class GlobalInfoNCELoss(_Loss):
             all_q, all_k = self.gather_fn(z_q), self.gather_fn(z_k)
             offset = resolve_rank(self.rank) * b
         n = all_q.shape[0]  # world_size * B
+        self.last_num_images = n
         if n < 2:
             raise ValueError("GlobalInfoNCELoss needs at least two images (a batch size of 1 has no negatives).")
         logits = anchors @ torch.cat([all_q, all_k], dim=0).t() / self.temperature  # (2B, 2n)

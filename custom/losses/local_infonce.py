@@ -45,6 +45,7 @@ class _Direction:
     bank: torch.Tensor  # (N_bank, D) normalised embeddings of all target cells of all (gathered) images
     bank_image: torch.Tensor  # (N_bank,) global image index of every bank column
     negative_index: torch.Tensor | None  # (B, K) bank columns used as negatives per local image, or None: all
+    num_images: int = 0  # images in the bank: B, or world_size * B with gather_fn
 
 
 def _sample_negative_index(
@@ -114,7 +115,7 @@ def _prepare_direction(
         negative_index = _sample_negative_index(
             b, offset, cells, bank.shape[0], num_negatives, generator, bank.device
         )
-    return _Direction(anchors, positives, counts, row_image, bank, bank_image, negative_index)
+    return _Direction(anchors, positives, counts, row_image, bank, bank_image, negative_index, num_images)
 
 
 def _chunk_loss(
@@ -263,6 +264,9 @@ class LocalInfoNCELoss(_Loss):
             gradient kept for the local part). ``None``: negatives from the local batch only.
         rank: position of the local block in gathered tensors; ``None`` uses the ``torch.distributed``
             rank (0 when not initialised). Only used with ``gather_fn``.
+
+    Attribute ``last_num_images``: the number of images whose cells formed the negative bank in the last
+    ``forward`` (``B``, or ``world_size * B`` with a distributed ``gather_fn``); None before the first call.
     """
 
     def __init__(
@@ -287,6 +291,7 @@ class LocalInfoNCELoss(_Loss):
         self.symmetric = symmetric
         self.gather_fn = gather_fn
         self.rank = rank
+        self.last_num_images: int | None = None
 
     def _run(self, *args) -> torch.Tensor:
         if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
@@ -343,21 +348,19 @@ class LocalInfoNCELoss(_Loss):
         Returns:
             scalar loss.
         """
-        losses = [
-            self._direction_loss(direction)
-            for direction in _directions(
-                emb_q,
-                emb_k,
-                coords_k,
-                valid_q,
-                coords_q,
-                valid_k,
-                self.symmetric,
-                self.num_negatives,
-                generator,
-                self.gather_fn,
-                self.rank,
-            )
-            if direction.anchors.shape[0] > 0
-        ]
+        directions = _directions(
+            emb_q,
+            emb_k,
+            coords_k,
+            valid_q,
+            coords_q,
+            valid_k,
+            self.symmetric,
+            self.num_negatives,
+            generator,
+            self.gather_fn,
+            self.rank,
+        )
+        self.last_num_images = directions[0].num_images
+        losses = [self._direction_loss(direction) for direction in directions if direction.anchors.shape[0] > 0]
         return _average(losses, emb_q, emb_k)

@@ -1,6 +1,6 @@
 """Export a bundle of this repository as a self-contained MONAI bundle folder (and optionally a zip).
 
-``python -m custom.export BUNDLE_DIR OUT_DIR [--weights PATH] [--zip] [--with-data]``
+``python -m custom.export BUNDLE_DIR OUT_DIR [--weights PATH] [--zip] [--with-data] [--set KEY=VALUE ...]``
 
 The exported folder is what the MONAI Model Zoo expects of a bundle, plus the code it needs::
 
@@ -18,6 +18,13 @@ Run from inside OUT_DIR, the configs need nothing from this repository::
 
     cd OUT_DIR && python -m monai.bundle run --config_file configs/inference.yaml --input_glob '/data/*.nii.gz'
 
+``--set KEY=VALUE`` (repeatable) rewrites the top-level ``KEY:`` line of every ``configs/*.yaml`` of the copy that
+defines it, e.g. ``--set backbone=resnet18`` for weights trained with ``cpu.yaml``; ``--set CONFIG:KEY=VALUE`` only
+that of ``configs/CONFIG.yaml`` (e.g. ``--set train:datalist=/studies/unlabeled.json``, since ``datalist`` means
+another thing in inference.yaml). A bundle served by MONAI Label (or another app that reads the configs as they are)
+cannot be given command-line overrides, so such settings must be written into the bundle. Only keys with a one-line
+value can be set; VALUE is YAML text.
+
 Never copied: ``runs/``, ``eval/``, checkpoints other than the weights, ``__pycache__``, generated data. The folder is
 assembled under a hidden temporary name next to OUT_DIR and renamed into place at the end, so a failed export leaves
 no half-written bundle.
@@ -27,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -66,6 +75,8 @@ class ExportResult:
     weights_source: Path | None = None
     num_tensors: int = 0
     dataset_dir: Path | None = None
+    #: ``--set`` keys and the config files (relative paths) rewritten for each
+    settings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -93,6 +104,82 @@ def _check_out_dir(out_dir: Path, bundle_dir: Path) -> None:
             raise ExportError(f"{out_dir}: output folder is inside {source}, which the export copies")
 
 
+_SETTING = re.compile(r"(?:(?P<config>[A-Za-z0-9_.-]+?)(?:\.yaml)?:)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _parse_settings(settings: Mapping[str, object] | Sequence[str] | None) -> dict[str, str]:
+    """``{"[config:]key": "yaml text"}`` from a mapping or from ``["[CONFIG:]KEY=VALUE", ...]``; an
+    :class:`ExportError` when one is malformed."""
+    import yaml
+
+    if not settings:
+        return {}
+    if isinstance(settings, Mapping):
+        pairs = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in settings.items()]
+    else:
+        pairs = []
+        for item in settings:
+            key, sep, value = str(item).partition("=")
+            if not sep:
+                raise ExportError(f"--set {item}: expected [CONFIG:]KEY=VALUE")
+            pairs.append((key.strip(), value.strip()))
+    out: dict[str, str] = {}
+    for spec, value in pairs:
+        match = _SETTING.fullmatch(spec)
+        if match is None:
+            raise ExportError(f"--set {spec}={value}: expected [CONFIG:]KEY with KEY a top-level config key "
+                              "(letters, digits, _) and CONFIG a config file name, e.g. train:datalist")
+        if not value or "\n" in value:
+            raise ExportError(f"--set {spec}={value!r}: VALUE must be one line of YAML text")
+        try:
+            yaml.safe_load(f"{match['key']}: {value}")
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split())
+            raise ExportError(f"--set {spec}={value}: VALUE is not valid YAML ({reason})") from None
+        out[spec] = value
+    return out
+
+
+def _apply_settings(configs_dir: Path, settings: Mapping[str, str]) -> dict[str, list[str]]:
+    """Rewrite the top-level ``key:`` line of ``configs_dir/<config>.yaml``, or of every ``configs_dir/*.yaml`` that
+    defines it when no config is named; returns ``[config:]key`` -> the files rewritten."""
+    import yaml
+
+    texts = {p: p.read_text() for p in sorted(configs_dir.glob("*.yaml"))}
+    applied: dict[str, list[str]] = {}
+    for spec, value in settings.items():
+        match = _SETTING.fullmatch(spec)
+        key, config = match["key"], match["config"]
+        if config is not None and configs_dir / f"{config}.yaml" not in texts:
+            raise ExportError(f"--set {spec}: the bundle has no configs/{config}.yaml")
+        line = re.compile(rf"^{re.escape(key)}:(?P<rest>[^\n]*)$", re.MULTILINE)
+        for path, text in texts.items():
+            if config is not None and path.stem != config:
+                continue
+            found = line.search(text)
+            if found is None:
+                continue
+            rest = found.group("rest").strip()
+            if not rest or rest.startswith("#"):
+                raise ExportError(f"configs/{path.name}: '{key}' has a multi-line value; --set only replaces one-line "
+                                  "values")
+            new = f"{key}: {value}  # set by custom.export --set (was: {' '.join(rest.split())})"
+            texts[path] = text[: found.start()] + new + text[found.end():]
+            applied.setdefault(spec, []).append(f"configs/{path.name}")
+        if spec not in applied:
+            where = f"configs/{config}.yaml" if config is not None else "any configs/*.yaml of the bundle"
+            raise ExportError(f"--set {spec}: '{key}' is not a top-level key of {where}")
+    for path, text in texts.items():
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split())
+            raise ExportError(f"configs/{path.name}: not valid YAML after --set ({reason})") from None
+        if text != path.read_text():
+            path.write_text(text)
+    return applied
+
+
 def _default_dataset_args() -> dict:
     """The layout, cases and seed of ``custom.paths.default_dataset``, the dataset the configs use by default."""
     from custom.paths import default_dataset
@@ -107,6 +194,7 @@ def export_bundle(
     weights: str | os.PathLike | None = None,
     make_zip: bool = False,
     with_data: bool = False,
+    settings: Mapping[str, object] | Sequence[str] | None = None,
 ) -> ExportResult:
     """Write a self-contained copy of the bundle ``bundle_dir`` to ``out_dir`` (see the module docstring).
 
@@ -117,10 +205,13 @@ def export_bundle(
         make_zip: also write ``<out_dir>.zip`` holding the folder (``<name>/configs/...``).
         with_data: generate the built-in synthetic dataset into ``out_dir/data`` so the default configs run offline
             without generating it on first use.
+        settings: top-level config values to write into the copied ``configs/*.yaml`` (see the module docstring),
+            ``{"backbone": "resnet18", "train:max_iterations": 300}`` or ``["backbone=resnet18", ...]``; values are
+            YAML text (non-strings of a mapping as JSON).
 
     Raises:
         ExportError: ``bundle_dir`` is not a bundle, the weights are missing or not a plain state dict, ``out_dir``
-            (or the zip) already exists with content.
+            (or the zip) already exists with content, a setting is invalid or names no top-level config key.
     """
     bundle_dir = Path(bundle_dir).resolve()
     out_dir = Path(out_dir).resolve()
@@ -137,6 +228,7 @@ def export_bundle(
     if not (_PACKAGE / "paths.py").is_file() or not (_ROOT / "datalists").is_dir():
         raise ExportError(f"{_ROOT}: the custom/ package or datalists/ to vendor are missing")
     state = _load_state_dict(weights_path)
+    settings = _parse_settings(settings)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -144,6 +236,7 @@ def export_bundle(
     try:
         tmp.mkdir()
         shutil.copytree(bundle_dir / "configs", tmp / "configs", ignore=_IGNORE)
+        result.settings = _apply_settings(tmp / "configs", settings)
         if (bundle_dir / "docs").is_dir():
             shutil.copytree(bundle_dir / "docs", tmp / "docs", ignore=_IGNORE)
         for name in ("LICENSE", "large_files.yml"):
@@ -206,6 +299,8 @@ def _summary(result: ExportResult) -> str:
         else:
             shown = ", ".join(f.split("/", 1)[1] for f in files[:6]) + (", ..." if len(files) > 6 else "")
             lines.append(f"  {top}/  ({len(files)} file{'s' if len(files) > 1 else ''}: {shown})")
+    for key, files in result.settings.items():
+        lines.append(f"set {key} in {', '.join(files)}")
     if result.zip_path is not None:
         lines.append(f"zip: {result.zip_path} ({result.zip_path.stat().st_size / 1e6:.1f} MB)")
     return "\n".join(lines)
@@ -224,10 +319,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--zip", action="store_true", help="also write OUT_DIR.zip")
     parser.add_argument("--with-data", action="store_true",
                         help="generate the built-in synthetic dataset into OUT_DIR/data (else made on first use)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="[CONFIG:]KEY=VALUE",
+                        help="write a top-level config value into the copied configs/*.yaml that define KEY (or into "
+                        "configs/CONFIG.yaml only), e.g. --set backbone=resnet18, --set train:datalist=/s/u.json "
+                        "(repeatable; needed where no command-line overrides can be given, e.g. MONAI Label)")
     args = parser.parse_args(argv)
     try:
         result = export_bundle(args.bundle_dir, args.out_dir, weights=args.weights, make_zip=args.zip,
-                               with_data=args.with_data)
+                               with_data=args.with_data, settings=args.settings)
     except (InputError, FileExistsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

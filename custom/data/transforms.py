@@ -40,7 +40,9 @@ def has_known_spacing(img: torch.Tensor) -> bool:
 class KnownSpacingd(Spacingd):
     """``Spacingd`` that leaves images without geometry (identity affine) untouched instead of inventing 1 mm.
 
-    Also ignores non-tensor entries under its keys (MONAI Label puts an ``image_path`` string in the data).
+    Also ignores non-tensor entries under its keys, and entries named ``<key>_*`` that are not meta-data dicts:
+    MONAI's ``Spacingd`` (1.6) calls ``.update(meta)`` on every ``<key>_*`` entry, which fails on the
+    ``image_path`` string that MONAI Label adds to the data; such entries are set aside and put back unchanged.
     """
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
@@ -48,7 +50,13 @@ class KnownSpacingd(Spacingd):
         first = next((d[k] for k in self.keys if k in d and isinstance(d[k], torch.Tensor)), None)
         if first is None or not has_known_spacing(first):
             return d
-        return super().__call__(d, lazy=lazy)
+        prefixes = tuple(f"{k}_" for k in self.keys)
+        aside = {k: d[k] for k in d if isinstance(k, str) and k.startswith(prefixes) and not isinstance(d[k], dict)}
+        for k in aside:
+            del d[k]
+        out = super().__call__(d, lazy=lazy)
+        out.update(aside)
+        return out
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         """Undo the resampling only where ``__call__`` actually resampled (the last applied operation)."""

@@ -96,3 +96,22 @@ def test_metadata_verifies_against_model_zoo_schema():
     from monai.bundle import verify_metadata
 
     verify_metadata(meta_file=str(CONFIGS / "metadata.json"), filepath=str(SCHEMA))
+
+
+def test_schedule_follows_max_epochs_and_unlabeled_glob_replaces_the_datalist():
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "cpu.yaml")])
+    parser["train#trainer#max_epochs"] = 4  # what MONAI Label's train request overrides
+    assert parser.get_parsed_content("trained_iterations") == 4 * 50
+    assert parser.get_parsed_content("lr_scheduler#total_iters") == 200
+    assert parser.get_parsed_content("rampup_iterations") == 66
+
+    folder = Path(default_dataset("acdc"))
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.yaml"))
+    parser["unlabeled_glob"] = str(folder / "patient00[12]" / "*.nii.gz")
+    items = parser.get_parsed_content("train#unlabeled_dataset#data")
+    assert items and all(not i["image"].endswith("_gt.nii.gz") for i in items)
+    assert {Path(i["image"]).parent.name for i in items} == {"patient001", "patient002"}

@@ -94,10 +94,11 @@ def test_with_holdout_moves_patients_out_of_every_split():
 
 
 def test_bundle_command_passes_overrides_as_cli_flags():
-    cmd = bundle_command("training", ["bundles/ideal_finetune/configs/train.yaml"], {"unsup_weight": 0.0, "resume_from": None}, None)
+    cmd = bundle_command("training", ["bundles/ideal_finetune/configs/train.yaml"], {"unsup_weight": 0.0, "resume_from": None, "save_predictions": True, "label_values": [0, 205]}, None)
     assert cmd[1:5] == ["-m", "monai.bundle", "run", "training"]
     assert json.loads(cmd[cmd.index("--config_file") + 1]) == [str(REPO_ROOT / "bundles/ideal_finetune/configs/train.yaml")]
-    assert cmd[cmd.index("--unsup_weight") + 1] == "0.0" and cmd[cmd.index("--resume_from") + 1] == "null"
+    assert cmd[cmd.index("--unsup_weight") + 1] == "0.0" and cmd[cmd.index("--resume_from") + 1] == "None"
+    assert cmd[cmd.index("--save_predictions") + 1] == "True" and cmd[cmd.index("--label_values") + 1] == "[0, 205]"
 
 
 def test_results_table_has_mean_and_std_over_subsets():
@@ -176,3 +177,34 @@ def test_killed_experiment_resumes_its_run_to_the_full_iteration_count(tmp_path)
     result = json.loads((run / "result.json").read_text())
     assert result["iterations"] == 8 and result["train_attempts"] == 2
     assert "--resume_from" in (run / "train.log").read_text()
+
+
+def test_label_overrides_map_raw_mmwhs_values_to_classes():
+    from custom.experiments.runner import label_overrides
+
+    mmwhs = json.loads((REPO_ROOT / "datalists/protocols/mmwhs_paper.json").read_text())["labels"]
+    overrides, structures = label_overrides(mmwhs)
+    assert overrides == {"num_classes": 8, "label_values": [0, 205, 420, 500, 550, 600, 820, 850]}
+    assert structures == {"MYO": 1, "LA": 2, "LV": 3, "RA": 4, "RV": 5, "AA": 6, "PA": 7}
+    assert label_overrides(PROTOCOL["labels"]) == ({"num_classes": 4}, {"RV": 1, "MYO": 2, "LV": 3})
+
+
+def test_evaluation_maps_raw_label_values_like_training(tmp_path):
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import ConfigParser
+
+    configs = REPO_ROOT / "bundles/ideal_finetune/configs"
+    label = np.zeros((8, 8, 2), np.uint16)
+    label[2:4, 2:4] = 205
+    label[5:7, 5:7] = 850
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / "x_gt.nii.gz"))
+    image = np.random.default_rng(0).random((8, 8, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(tmp_path / "x.nii.gz"))
+    for values, expected in ((None, {0, 205, 850}), ([0, 205, 420, 500, 550, 600, 820, 850], {0, 1, 7})):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.yaml"), str(configs / "evaluate.yaml")])
+        parser.update({"label_values": values, "num_classes": 4 if values is None else 8, "spatial_size": 8})
+        out = parser.get_parsed_content("validate#eval_preprocessing")(
+            {"image": str(tmp_path / "x.nii.gz"), "label": str(tmp_path / "x_gt.nii.gz")})
+        assert set(np.unique(np.asarray(out["label"])).tolist()) == expected

@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             folder = out / "runs" / spec.name
             run = finetune_run(folder, spec, profile, dataset_dir, datalists[(spec.fraction, spec.subset, spec.seed)],
-                               args.eval_split, encoders.get(spec.method.pretraining))
+                               args.eval_split, encoders.get(spec.method.pretraining), protocol.get("labels"))
             if run.done():
                 _log(f"[{n}/{len(specs)}] {spec.name}: done before, skipped")
                 continue

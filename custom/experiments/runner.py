@@ -30,7 +30,10 @@ class RunFailed(RuntimeError):
 
 
 def _format_value(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+    """A command-line value that ``fire`` (behind ``monai.bundle run``) parses back into ``value``."""
+    if isinstance(value, (bool, type(None))):
+        return repr(value)
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 def bundle_command(action: str, configs: Sequence[str], overrides: Mapping[str, Any], logging_file: str | None) -> list[str]:
@@ -188,14 +191,32 @@ class BundleRun:
         return result
 
 
+def label_overrides(labels: Mapping[str, int] | None) -> tuple[dict[str, Any], dict[str, int]]:
+    """Bundle overrides for a protocol's label set and the evaluation ``structures`` ({name: class index}).
+
+    Labels other than 0..C-1 (MMWHS: 0, 205, ..., 850) are mapped to classes in the order of their raw values, via
+    ``num_classes`` and ``label_values`` (training and evaluation alike)."""
+    if not labels:
+        return {}, {"RV": 1, "MYO": 2, "LV": 3}
+    ordered = sorted(labels.items(), key=lambda kv: kv[1])
+    structures = {name: i for i, (name, _) in enumerate(ordered) if i > 0}
+    raw = [v for _, v in ordered]
+    overrides: dict[str, Any] = {"num_classes": len(raw)}
+    if raw != list(range(len(raw))):
+        overrides["label_values"] = raw
+    return overrides, structures
+
+
 def finetune_run(folder: Path, spec: RunSpec, profile: Profile, dataset_dir: str, datalist: Path, eval_split: str,
-                 encoder: Path | None) -> BundleRun:
-    """The fine-tuning :class:`BundleRun` of ``spec`` under ``profile``."""
+                 encoder: Path | None, labels: Mapping[str, int] | None = None) -> BundleRun:
+    """The fine-tuning :class:`BundleRun` of ``spec`` under ``profile`` (``labels``: the protocol's label set)."""
+    extra, structures = label_overrides(labels)
     configs = [*profile.finetune_configs, *spec.method.finetune_configs]
     overrides: dict[str, Any] = {
         "dataset_dir": dataset_dir,
         "datalist": str(datalist),
         "seed": spec.seed,
+        **extra,
         **profile.finetune_overrides,
         **spec.method.finetune_overrides,
     }
@@ -204,7 +225,7 @@ def finetune_run(folder: Path, spec: RunSpec, profile: Profile, dataset_dir: str
     return BundleRun(
         folder, "ideal_finetune", configs, overrides,
         eval_configs=[*configs, "bundles/ideal_finetune/configs/evaluate.yaml"],
-        eval_overrides={"eval_split": eval_split, "save_predictions": True},
+        eval_overrides={"eval_split": eval_split, "save_predictions": True, "structures": structures},
     )
 
 

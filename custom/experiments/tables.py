@@ -93,7 +93,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
         lines.append("| IDEAL as reported in the paper (ResNet-50, full training, ACDC test set; not measured here) | "
                      + " | ".join(cells) + " |")
     for f in fractions:
-        lines += ["", f"Per structure, {f}: Dice and HD95 (mm), mean over runs:", "",
+        lines += ["", f"Per structure, {f}: Dice and HD95 (mm; voxels for images without spacing), mean over runs:", "",
                   "| method | " + " | ".join(f"Dice {s}" for s in structures) + " | " + " | ".join(f"HD95 {s}" for s in structures)
                   + " | train min | iterations |",
                   "|---" * (2 * len(structures) + 3) + "|"]

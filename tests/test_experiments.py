@@ -153,7 +153,8 @@ def test_runner_writes_results_and_a_rerun_skips_finished_runs(tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_killed_experiment_resumes_its_run_to_the_full_iteration_count(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_interrupted_experiment_resumes_its_run_to_the_full_iteration_count(tmp_path, sig):
     argv = _experiment(tmp_path, 8, 1, 4, ["supervised"], ["L1"])
     run = tmp_path / "out/runs/supervised/L1_c1_seed0"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -164,12 +165,19 @@ def test_killed_experiment_resumes_its_run_to_the_full_iteration_count(tmp_path)
         while not (run / "models/last_checkpoint.pt").is_file():
             assert proc.poll() is None and time.time() < deadline, "no checkpoint before the run ended"
             time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)  # the runner and its training subprocess, mid-run
-        proc.wait()
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, signal.SIGKILL)  # the runner and its training subprocess, mid-run
+        else:
+            proc.send_signal(signal.SIGTERM)  # the runner only: it forwards to the training run, which saves
+        sent = time.time()
+        proc.wait(timeout=120)
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 128 + signal.SIGTERM and time.time() - sent < 60
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert not (run / "result.json").exists()
+    assert json.loads((run / "timing.json").read_text())["trained"] is False
 
     from custom.experiments.cli import main
 
@@ -177,34 +185,3 @@ def test_killed_experiment_resumes_its_run_to_the_full_iteration_count(tmp_path)
     result = json.loads((run / "result.json").read_text())
     assert result["iterations"] == 8 and result["train_attempts"] == 2
     assert "--resume_from" in (run / "train.log").read_text()
-
-
-def test_label_overrides_map_raw_mmwhs_values_to_classes():
-    from custom.experiments.runner import label_overrides
-
-    mmwhs = json.loads((REPO_ROOT / "datalists/protocols/mmwhs_paper.json").read_text())["labels"]
-    overrides, structures = label_overrides(mmwhs)
-    assert overrides == {"num_classes": 8, "label_values": [0, 205, 420, 500, 550, 600, 820, 850]}
-    assert structures == {"MYO": 1, "LA": 2, "LV": 3, "RA": 4, "RV": 5, "AA": 6, "PA": 7}
-    assert label_overrides(PROTOCOL["labels"]) == ({"num_classes": 4}, {"RV": 1, "MYO": 2, "LV": 3})
-
-
-def test_evaluation_maps_raw_label_values_like_training(tmp_path):
-    import nibabel as nib
-    import numpy as np
-    from monai.bundle import ConfigParser
-
-    configs = REPO_ROOT / "bundles/ideal_finetune/configs"
-    label = np.zeros((8, 8, 2), np.uint16)
-    label[2:4, 2:4] = 205
-    label[5:7, 5:7] = 850
-    nib.save(nib.Nifti1Image(label, np.eye(4)), str(tmp_path / "x_gt.nii.gz"))
-    image = np.random.default_rng(0).random((8, 8, 2)).astype(np.float32)
-    nib.save(nib.Nifti1Image(image, np.eye(4)), str(tmp_path / "x.nii.gz"))
-    for values, expected in ((None, {0, 205, 850}), ([0, 205, 420, 500, 550, 600, 820, 850], {0, 1, 7})):
-        parser = ConfigParser()
-        parser.read_config([str(configs / "train.yaml"), str(configs / "evaluate.yaml")])
-        parser.update({"label_values": values, "num_classes": 4 if values is None else 8, "spatial_size": 8})
-        out = parser.get_parsed_content("validate#eval_preprocessing")(
-            {"image": str(tmp_path / "x.nii.gz"), "label": str(tmp_path / "x_gt.nii.gz")})
-        assert set(np.unique(np.asarray(out["label"])).tolist()) == expected

@@ -142,8 +142,8 @@ def _assert_same_params(weights: list[dict]) -> None:
 
 @pytest.mark.slow
 def test_finetune_torchrun_two_processes(tmp_path):
-    # 2 epochs of 2 iterations; the labeled loader (12 slices -> 6 per process -> 3 batches) starts a second pass at
-    # iteration 4, the unlabeled one (24 slices -> 6 batches per process) makes one pass
+    # 2 epochs of 2 iterations; each epoch starts a new pass over the labeled loader (12 slices -> 6 per process ->
+    # 3 batches) and the unlabeled one (24 slices -> 6 batches per process)
     log = _launch("ideal_finetune", tmp_path, "--unlabeled_batch_size", "2", "--max_iterations", "4",
                   "--epoch_length", "2", "--val_interval", "2")
     root = tmp_path / "bundle"
@@ -154,10 +154,10 @@ def test_finetune_torchrun_two_processes(tmp_path):
         assert [r["iteration"] for r in recs] == [1, 2, 3, 4]
         assert all(r["rank"] == rank and r["world_size"] == 2 and r["ddp"] == "DistributedDataParallel" for r in recs)
         assert all(r["unlabeled_sampler"] == "DistributedSampler" for r in recs)
-        # the sampler epoch is set to the iteration at every epoch start (2) and every new pass (3, the trainer's
-        # own handler; MONAI's would leave 2), the same on both processes
-        assert [r["sampler_epoch"] for r in recs] == [0, 0, 2, 3]
-        assert all(r["unlabeled_sampler_epoch"] == 1 for r in recs)
+        # every new pass sets the sampler epoch to the iteration it starts at (labeled: 0 and 2 at the epoch
+        # starts; unlabeled: 1 and 3 at its first use in each epoch), the same on both processes
+        assert [r["sampler_epoch"] for r in recs] == [0, 0, 2, 2]
+        assert [r["unlabeled_sampler_epoch"] for r in recs] == [1, 1, 3, 3]
     for it in range(4):
         assert not set(records[0][it]["slices"]) & set(records[1][it]["slices"]), "ranks drew the same slices"
     _assert_same_params(weights)

@@ -106,3 +106,36 @@ def test_same_seed_gives_identical_training(tmp_path):
     run("training", config_file=str(CONFIG), bundle_root=str(other), seed=1, **overrides)
     changed = torch.load(other / "models" / "last_checkpoint.pt", weights_only=True)["network"]
     assert any(not torch.equal(states[0][k], changed[k]) for k in changed if changed[k].is_floating_point())
+
+
+def test_best_metric_survives_a_resume(tmp_path):
+    """The resumable state carries the best validation score, so the first validation after a resume does not
+    overwrite a better models/model.pt."""
+    from ignite.engine import Engine
+    from monai.handlers import CheckpointSaver
+
+    from custom.handlers import KeyMetricState
+
+    def saver():
+        net = torch.nn.Linear(2, 2)
+        return net, CheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_filename="model.pt")
+
+    def validate(s, dice):
+        engine = Engine(lambda e, b: None)
+        engine.state.metrics, engine.state.key_metric_name = {"val_mean_dice": dice}, "val_mean_dice"
+        engine.state.epoch = engine.state.iteration = 1
+        s._key_metric_checkpoint(engine)
+
+    net, before = saver()
+    validate(before, 0.7)
+    best = torch.load(tmp_path / "model.pt", weights_only=True)
+    torch.save({"best_model": KeyMetricState(before).state_dict()}, tmp_path / "state.pt")
+
+    net, after = saver()  # the resumed process: new weights, new saver
+    KeyMetricState(after).load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True)["best_model"])
+    validate(after, 0.5)
+    kept = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(best[k], kept[k]) for k in best)  # the worse model did not replace the best one
+    validate(after, 0.9)
+    assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], net.weight)
+    assert KeyMetricState(None).state_dict() == {"saved": []}

@@ -24,7 +24,7 @@ from custom.data.datalist import load_split, write_json_atomic
 from custom.data.protocols import load_protocol
 from custom.errors import InputError
 from custom.experiments.plan import REPO_ROOT, build_experiment_datalist, load_methods, load_profile, plan_runs
-from custom.experiments.runner import RunFailed, finetune_run, install_signal_forwarding, pretrain_run
+from custom.experiments.runner import RunFailed, finetune_run, install_signal_forwarding, label_overrides, pretrain_run
 from custom.experiments.tables import (PAPER_ACDC_DICE, plot_dice_vs_fraction, qualitative_figure, result_rows,
                                        results_markdown, write_results_csv)
 
@@ -61,8 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dataset_dir = str(Path(args.dataset_dir).resolve()) if args.dataset_dir else default_dataset("acdc")
     protocol = load_protocol(args.protocol)
-    labeled_sets = protocol.get("labeled") or {}
-    fractions = args.fractions or [k for k in labeled_sets if k != "L100"]
+    # {labeled set: fraction}: ACDC-style named subsets, or MMWHS-style slice fractions
+    labeled_sets = {k: float(v["fraction"]) for k, v in (protocol.get("labeled") or {}).items()}
+    labeled_sets.update({k: float(v) for k, v in (protocol.get("slice_fractions") or {}).items()})
+    fractions = args.fractions or [k for k in labeled_sets if labeled_sets[k] < 1.0]
+    if not fractions:
+        raise InputError(f"protocol {protocol['name']}: no labeled sets; pass --fractions")
     for f in fractions:
         if labeled_sets and f not in labeled_sets:
             raise InputError(f"--fractions {f}: protocol {protocol['name']} has {', '.join(labeled_sets)}")
@@ -88,13 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     datalists: dict[tuple[str, str, int], Path] = {}
     for i, (seed, f, s) in enumerate(dict.fromkeys((sp.seed, sp.fraction, sp.subset) for sp in specs)):
         path = out / "datalists" / f"{f}_{s}_seed{seed}.json"
-        if not path.is_file():
+        made_with = {"dataset_dir": dataset_dir, "protocol": args.protocol, "holdout": args.holdout,
+                     "allow_missing": args.allow_missing}
+        if path.is_file():
+            cached = json.loads(path.read_text()).get("experiment", {})
+            if cached and cached != made_with:  # (datalists of older runner versions carry no record)
+                raise InputError(f"{path}: made with {cached}, not {made_with}; use another --out (or delete it)")
+        else:
             dl = build_experiment_datalist(dataset_dir, args.protocol, f, s, seed, args.allow_missing, args.holdout,
                                            check_files=(i == 0))
             if not dl.get(args.eval_split):
                 raise InputError(f"{path.name}: the {args.eval_split!r} split is empty (withheld test set? use --holdout N "
                                  "or --eval-split validation)")
-            write_json_atomic(dl, path)
+            write_json_atomic({**dl, "experiment": made_with}, path)
         datalists[(f, s, seed)] = path
     first_datalist = next(iter(datalists.values()))
 
@@ -123,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log(f"[{n}/{len(specs)}] {spec.name}: training ({folder / 'train.log'})")
             extra = {"method": spec.method.name, "fraction": spec.fraction, "subset": spec.subset, "seed": spec.seed,
                      "profile": profile.name, "eval_split": args.eval_split,
-                     "fraction_percent": round(100 * float(labeled_sets.get(spec.fraction, {}).get("fraction", 0)), 3) or None}
+                     "fraction_percent": round(100 * labeled_sets.get(spec.fraction, 0.0), 3) or None}
             try:
                 result = run.run(extra, log=_log)
             except RunFailed as e:
@@ -171,6 +181,7 @@ def write_reports(out: Path, specs, methods: list[str], fractions: list[str], st
         cases = load_split(datalists[key], args.eval_split, dataset_dir)
         runs = {m: out / "runs" / m / f"{f}_{key[1]}_seed{key[2]}" for m in methods
                 if (out / "runs" / m / f"{f}_{key[1]}_seed{key[2]}" / "result.json").is_file()}
-        qualitative_figure(cases, runs, out / f"qualitative_{f}.png", f"{protocol} {f} {key[1]} seed {key[2]}: ground truth and predictions")
+        qualitative_figure(cases, runs, out / f"qualitative_{f}.png", f"{protocol} {f} {key[1]} seed {key[2]}: ground truth and predictions",
+                           label_values=label_overrides(load_protocol(args.protocol).get("labels"))[0].get("label_values"))
     _log(f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'dice_vs_fraction.png'}")
 

@@ -29,6 +29,14 @@ class RunFailed(RuntimeError):
     """A bundle subprocess exited with an error; the message names the run and its log."""
 
 
+class Interrupted(SystemExit):
+    """The runner got SIGTERM/SIGINT; the child has saved its state and exited. Carries the child's wall time."""
+
+    def __init__(self, code: int, seconds: float) -> None:
+        super().__init__(code)
+        self.seconds = seconds
+
+
 def _format_value(value: Any) -> str:
     """A command-line value that ``fire`` (behind ``monai.bundle run``) parses back into ``value``."""
     if isinstance(value, (bool, type(None))):
@@ -54,19 +62,20 @@ def read_summary(path: Path) -> dict[str, dict[str, float]]:
 
 
 class _Child:
-    """The running subprocess, so that SIGTERM/SIGINT of the runner stop it cleanly (it saves its state)."""
+    """The running subprocess: SIGTERM/SIGINT of the runner are forwarded to it (it saves its state and exits), and
+    the runner exits with 128 + signal once it has. The handler only forwards and records: waiting happens in
+    :func:`_run_logged` (``Popen.wait`` cannot be re-entered from a signal handler)."""
 
     process: subprocess.Popen | None = None
+    signum: int | None = None
 
     @classmethod
     def forward(cls, signum: int, frame: Any) -> None:
+        cls.signum = signum
         if cls.process is not None and cls.process.poll() is None:
             cls.process.send_signal(signal.SIGTERM)
-            try:
-                cls.process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                cls.process.kill()
-        sys.exit(128 + signum)
+        else:
+            sys.exit(128 + signum)
 
 
 def install_signal_forwarding() -> None:
@@ -89,8 +98,16 @@ def _run_logged(cmd: list[str], log: Path, env: Mapping[str, str] | None = None)
         f.write(f"\n$ {' '.join(cmd)}\n")
         f.flush()
         _Child.process = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env or child_env())
-        rc = _Child.process.wait()
+        deadline = None
+        while (rc := _Child.process.poll()) is None:
+            if _Child.signum is not None:
+                deadline = deadline or time.monotonic() + 300  # the child finishes its iteration and saves
+                if time.monotonic() > deadline:
+                    _Child.process.kill()
+            time.sleep(0.2)
         _Child.process = None
+    if _Child.signum is not None:
+        raise Interrupted(128 + _Child.signum, time.perf_counter() - start)
     if rc != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise RunFailed(f"{log}: exit code {rc}: " + " | ".join(tail))
@@ -141,16 +158,26 @@ class BundleRun:
     def _save_timing(self, timing: Mapping[str, Any]) -> None:
         write_json_atomic(dict(timing), self.folder / "timing.json")
 
+    def _trainer_state(self) -> dict[str, Any]:
+        if not self.checkpoint.is_file():
+            return {}
+        return dict(torch.load(self.checkpoint, map_location="cpu", weights_only=True).get("trainer") or {})
+
     def iterations(self) -> int | None:
         """Iterations completed according to the resumable checkpoint."""
-        if not self.checkpoint.is_file():
-            return None
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        trainer = state.get("trainer") or {}
+        trainer = self._trainer_state()
         return int(trainer["iteration"]) if "iteration" in trainer else None
+
+    def _checkpoint_complete(self) -> bool:
+        t = self._trainer_state()
+        return bool(t) and t.get("epoch_length") is not None and t["iteration"] >= t["epoch_length"] * t["max_epochs"]
 
     def train(self, log: Any = print) -> dict[str, Any]:
         timing = self._timing()
+        if not timing["trained"] and self._checkpoint_complete():
+            # training ended (e.g. SIGTERM in its last iteration) but was not recorded: resuming would start over
+            timing["trained"] = True
+            self._save_timing(timing)
         if timing["trained"]:
             return timing
         overrides = dict(self.overrides)
@@ -159,10 +186,15 @@ class BundleRun:
             log(f"  resuming from {self.checkpoint} (iteration {self.iterations()})")
         timing["train_attempts"] += 1
         self._save_timing(timing)
-        seconds = _run_logged(bundle_command("training", self.configs, overrides, self.logging_file), self.folder / "train.log")
-        timing = {**self._timing(), "trained": True}
-        timing["train_s"] += seconds
-        self._save_timing(timing)
+        start, trained = time.perf_counter(), False
+        try:
+            _run_logged(bundle_command("training", self.configs, overrides, self.logging_file), self.folder / "train.log")
+            trained = True
+        finally:  # failed and interrupted attempts count towards the training time too
+            timing = self._timing()
+            timing["train_s"] += time.perf_counter() - start
+            timing["trained"] = trained
+            self._save_timing(timing)
         return timing
 
     def evaluate(self) -> dict[str, dict[str, float]]:

@@ -104,7 +104,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
             dice = [_mean_std([r[f"dice_{s}"] for r in sel]) for s in structures]
             hd95 = [_mean_std([r[f"hd95_{s}"] for r in sel]) for s in structures]
             minutes = _mean_std([r["train_min"] for r in sel])
-            its = sorted({r["iterations"] for r in sel})
+            its = sorted({r["iterations"] for r in sel if r["iterations"] is not None})
             lines.append(f"| {m} | " + " | ".join(dice + hd95) + f" | {minutes} | {', '.join(map(str, its))} |")
     return "\n".join(lines) + "\n"
 
@@ -156,10 +156,11 @@ def _prediction_for(run_folder: Path, image: str) -> Path | None:
 
 
 def qualitative_figure(cases: Sequence[Mapping[str, str]], runs: Mapping[str, Path], path: Path, title: str,
-                       max_cases: int = 3) -> bool:
+                       max_cases: int = 3, label_values: Sequence[int] | None = None) -> bool:
     """Rows = evaluation volumes (the slice with the most foreground in the ground truth), columns = image, ground
     truth and each method's prediction on that slice. ``cases`` are datalist items with absolute ``image`` and
-    ``label`` paths; ``runs`` maps a method name to its run folder. Returns False when no prediction is found."""
+    ``label`` paths; ``runs`` maps a method name to its run folder; ``label_values``: raw ground-truth values in class
+    order (MMWHS), mapped to the classes of the predictions. Returns False when no prediction is found."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,13 +171,21 @@ def qualitative_figure(cases: Sequence[Mapping[str, str]], runs: Mapping[str, Pa
     if not cases or not runs:
         return False
     picks = [cases[int(i * len(cases) / min(max_cases, len(cases)))] for i in range(min(max_cases, len(cases)))]
-    cmap = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 0.6), (0.2, 0.8, 0.2, 0.6), (0.2, 0.4, 1.0, 0.6)])
+    classes = len(label_values) if label_values else 4
+    if classes <= 4:
+        cmap = ListedColormap([(0, 0, 0, 0), (0.9, 0.2, 0.2, 0.6), (0.2, 0.8, 0.2, 0.6), (0.2, 0.4, 1.0, 0.6)])
+    else:
+        cmap = ListedColormap([(0, 0, 0, 0)] + [(*matplotlib.colormaps["tab10"](i)[:3], 0.6) for i in range(classes - 1)])
     columns = ["image", "ground truth", *runs]
     fig, axes = plt.subplots(len(picks), len(columns), figsize=(2.2 * len(columns), 2.3 * len(picks)), squeeze=False)
     shown = False
     for row, item in enumerate(picks):
         image = np.asarray(nib.load(item["image"]).dataobj, dtype=np.float32)
         label = np.asarray(nib.load(item["label"]).dataobj).astype(np.int64)
+        if label_values:
+            lut = np.zeros(max(label_values) + 1, np.int64)
+            lut[list(label_values)] = np.arange(len(label_values))
+            label = lut[np.clip(label, 0, len(lut) - 1)]
         z = int(np.argmax((label > 0).reshape(-1, label.shape[-1]).sum(0)))
         lo, hi = np.percentile(image[..., z], [1, 99])
         for col, name in enumerate(columns):
@@ -191,7 +200,7 @@ def qualitative_figure(cases: Sequence[Mapping[str, str]], runs: Mapping[str, Pa
                     overlay = np.asarray(nib.load(str(pred)).dataobj).astype(np.int64).reshape(label.shape)[..., z]
                     shown = True
             if overlay is not None:
-                ax.imshow(np.ma.masked_equal(overlay.T, 0), cmap=cmap, vmin=0, vmax=3, origin="lower", interpolation="nearest")
+                ax.imshow(np.ma.masked_equal(overlay.T, 0), cmap=cmap, vmin=0, vmax=classes - 1, origin="lower", interpolation="nearest")
             if row == 0:
                 ax.set_title(name, fontsize=8)
             ax.set_xticks([])

@@ -36,6 +36,7 @@ __all__ = [
     "ResumeFromCheckpoint",
     "SaveOnSignal",
     "CheckedCheckpointLoader",
+    "KeyMetricState",
 ]
 
 logger = logging.getLogger(__name__)
@@ -207,13 +208,21 @@ class ResumeFromCheckpoint:
         try:
             state = torch.load(self.path, map_location=self.map_location, weights_only=True)
         except Exception as e:
-            raise RuntimeError(f"{self.path}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
-        missing = sorted(set(self.load_dict) - set(state))
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise InputError(f"{self.path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
+        missing = sorted(k for k, obj in self.load_dict.items() if k not in state and not getattr(obj, "optional", False))
         if missing:
-            raise KeyError(f"{self.path}: checkpoint lacks {', '.join(missing)} (has {', '.join(sorted(state))})")
+            raise InputError(f"{self.path}: checkpoint lacks {', '.join(missing)} (has {', '.join(sorted(state))})")
         for name, obj in self.load_dict.items():
             obj = obj.module if hasattr(obj, "module") and isinstance(obj, torch.nn.Module) else obj
+            if name not in state:
+                logger.warning("%s: no %r in the checkpoint; it starts afresh", self.path, name)
+                continue
             if isinstance(obj, Engine):
+                total = (obj.state.epoch_length or 1) * (obj.state.max_epochs or 0)
+                if total and state[name]["iteration"] >= total:
+                    raise InputError(f"{self.path}: the run is already complete (iteration {state[name]['iteration']} of "
+                                     f"{total}); nothing to resume (raise max_iterations to train longer)")
                 # continue the interrupted run: same iteration count, same max_epochs
                 obj.state.iteration = state[name]["iteration"]
                 obj.state.epoch = state[name]["iteration"] // (obj.state.epoch_length or 1)
@@ -226,14 +235,61 @@ class ResumeFromCheckpoint:
             for key, packed in saved.items():
                 if key in live:
                     live[key].set_state(_unpack_random_state(packed))
+            if _distributed() and torch.distributed.get_rank() > 0:
+                # the checkpoint holds rank 0's streams: give the other ranks their own (not bit-exact, but ranks must
+                # not draw identical augmentations)
+                rank, it = torch.distributed.get_rank(), int(engine.state.iteration)
+                seed = (1_000_003 * it + 7919 * rank) % (2**31)
+                random.seed(seed)
+                np.random.seed(seed)
+                torch.manual_seed(seed)
+                for i, r in enumerate(live.values()):
+                    r.seed((seed + i) % (2**32))
             if set(saved) != set(live):
                 logger.warning("augmentation random states differ from the checkpoint's (%d saved, %d now): "
                                "the resumed run's augmentations will differ", len(saved), len(live))
         logger.info("resumed from %s at iteration %d", self.path, engine.state.iteration)
 
 
+class KeyMetricState:
+    """The best-key-metric record of a MONAI ``CheckpointSaver`` (``save_key_metric``) as ``state_dict`` /
+    ``load_state_dict``, for the resumable state: after a resume, ``model.pt`` is replaced only by a model that beats
+    the best validation score of the whole run, not by the first one validated after the resume.
+
+    Args:
+        saver: the ``CheckpointSaver``; None (e.g. disabled on non-zero ranks) makes this a no-op.
+    """
+
+    optional = True  # checkpoints written before it existed still resume
+
+    def __init__(self, saver: Any) -> None:
+        self.saver = saver
+
+    def _checkpoint(self) -> Any:
+        return getattr(self.saver, "_key_metric_checkpoint", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        ckpt = self._checkpoint()
+        return {"saved": [] if ckpt is None else [(float(item.priority), str(item.filename)) for item in ckpt._saved]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        ckpt = self._checkpoint()
+        if ckpt is not None:
+            # Ignite's own (load_)state_dict key changed across versions ("saved" / "_saved"); the list is stable
+            ckpt._saved = [type(ckpt).Item(float(p), str(f)) for p, f in state.get("saved", [])]
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class SaveOnSignal:
-    """On SIGTERM/SIGINT: finish the current iteration, save ``saver``, exit with status 128 + signal number."""
+    """On SIGTERM/SIGINT: finish the current iteration, save ``saver``, exit with status 128 + signal number.
+
+    Under ``torch.distributed`` the flag is all-reduced (MAX) after every iteration, so all processes stop at the same
+    iteration (one process leaving early would block the others in the next gradient all-reduce, and only rank 0
+    writes the checkpoint).
+    """
 
     def __init__(self, saver: AtomicCheckpointSaver, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
         self.saver, self.signals = saver, signals
@@ -258,6 +314,12 @@ class SaveOnSignal:
         self._received = signum
 
     def _check(self, engine: Engine) -> None:
+        if _distributed():
+            flag = torch.tensor([self._received or 0], dtype=torch.int64)
+            if torch.distributed.get_backend() == "nccl":
+                flag = flag.cuda()
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            self._received = int(flag.item()) or None
         if self._received is None:
             return
         self.saver.save(engine)

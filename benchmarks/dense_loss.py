@@ -1,7 +1,7 @@
 """Naive (full similarity matrix) vs chunked + checkpointed dense local InfoNCE: peak memory, time, agreement.
 
 For each grid stride (32, 16, 8 at 192 px: grids 6x6, 12x12, 24x24) and each implementation
-(``local_infonce_naive`` and ``LocalInfoNCELoss(chunk_size=4096)``, both symmetric, temperature 0.1, all
+(``local_infonce_naive`` and ``LocalInfoNCELoss(chunk_size=512)``, both symmetric, temperature 0.1, all
 negatives), a fresh Python process builds the same seeded inputs -- two ``(B, D, h, w)`` embedding maps that
 require gradients and the geometric correspondence of two random views (``sample_affine`` with the pre-training
 bundle's ranges, ``match_grid`` both ways) -- and runs forward + backward:
@@ -40,12 +40,12 @@ IMPLEMENTATIONS = ("naive", "chunked")
 
 def build_parser():
     p = C.base_parser(__doc__.split("\n")[0], iterations=3, warmup=1, sizes=(192,), strides=[32, 16, 8], batch=16,
-                      dim=128, chunk_size=4096)
+                      dim=128, chunk_size=512)
     p.add_argument("--strides", type=int, nargs="+", default=None, help="embedding-grid strides (default 32 16 8)")
     p.add_argument("--batch", type=int, default=None, help="images per view (default 16)")
     p.add_argument("--dim", type=int, default=None, help="embedding dimension D (default 128)")
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="query cells per chunk of the chunked loss (default 4096, the pre-training config's)")
+                   help="query cells per chunk of the chunked loss (default 512, the pre-training config's)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--stride", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)

@@ -273,7 +273,7 @@ class LocalInfoNCELoss(_Loss):
         self,
         temperature: float = 0.1,
         num_negatives: int | None = None,
-        chunk_size: int = 4096,
+        chunk_size: int = 512,
         symmetric: bool = True,
         gather_fn: GatherFn | None = None,
         rank: int | None = None,

@@ -36,8 +36,9 @@ def test_training_writes_best_and_last_checkpoints(trained):
     net = DualDecoderUNet("resnet18")
     net.load_state_dict(state)  # a plain state dict of the whole dual-decoder network
     resumable = torch.load(trained / "models" / "last_checkpoint.pt", weights_only=True)
-    assert set(resumable) == {"network", "optimizer", "lr_scheduler", "trainer", "rng"}
+    assert set(resumable) == {"network", "optimizer", "lr_scheduler", "trainer", "best_model", "rng"}
     assert resumable["trainer"]["iteration"] == 4
+    assert resumable["best_model"]["saved"][0][1].endswith("model.pt")  # the best validation score and its file
     assert not list((trained / "models").glob(".*.tmp")), "atomic writes leave no temporary files"
     assert list(trained.glob("runs/events.out.tfevents.*")), "TensorBoard events missing"
 

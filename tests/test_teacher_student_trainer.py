@@ -245,7 +245,7 @@ def _run_overlay(name, root, **overrides):
     workflow.run()
     workflow.finalize()
     resumable = torch.load(root / "models" / "last_checkpoint.pt", weights_only=True)
-    assert set(resumable) == {"network", "optimizer", "lr_scheduler", "trainer", "teacher", "rng"}
+    assert set(resumable) == {"network", "optimizer", "lr_scheduler", "trainer", "best_model", "teacher", "rng"}
     assert resumable["trainer"]["iteration"] == 4
     assert resumable["teacher"].keys() == resumable["network"].keys()
     assert (root / "models" / "model.pt").is_file()  # validation of the student ensemble ran

@@ -264,7 +264,7 @@ def test_mean_teacher_overlay_runs_and_checkpoints_the_teacher(tmp_path):
 @pytest.mark.slow
 def test_self_train_overlay_starts_pseudo_labels_halfway_and_checkpoints_the_teacher(tmp_path):
     trainer, outputs, resumable = _run_overlay("self_train", tmp_path)
-    assert trainer.teacher_mode == "snapshot" and trainer.pseudo_label_start == 2  # max_iterations // 2
+    assert trainer.teacher_mode == "snapshot" and trainer.pseudo_label_start == 2  # trained_iterations // 2
     assert outputs[:2] == [0.0, 0.0] and all(u > 0 for u in outputs[2:])
     k = "decoder1.head.weight"
     assert not torch.equal(resumable["teacher"][k], resumable["network"][k])  # student moved on after the snapshot

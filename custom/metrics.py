@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "atomic_write",
     "surface_distances",
     "structure_metrics",
     "volume_metrics",
@@ -264,7 +265,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     return summary
 
 
-def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """Write through ``write(file_object)`` into a temporary file next to ``path``, then move it into place."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -303,7 +304,7 @@ def write_metrics_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike
         for row in rows:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def write_summary(summary: Mapping[str, Mapping[str, float]], path: str | os.PathLike) -> None:
@@ -312,7 +313,7 @@ def write_summary(summary: Mapping[str, Mapping[str, float]], path: str | os.Pat
     The CSV has one row per metric with the columns ``metric, mean, std, n``.
     """
     if os.fspath(path).lower().endswith(".json"):
-        _atomic_write(path, lambda f: json.dump({k: dict(v) for k, v in summary.items()}, f, indent=2))
+        atomic_write(path, lambda f: json.dump({k: dict(v) for k, v in summary.items()}, f, indent=2))
         return
 
     def write(f: Any) -> None:
@@ -321,4 +322,4 @@ def write_summary(summary: Mapping[str, Mapping[str, float]], path: str | os.Pat
         for key, stats in summary.items():
             writer.writerow([key, _csv_value(stats["mean"]), _csv_value(stats["std"]), int(stats["n"])])
 
-    _atomic_write(path, write)
+    atomic_write(path, write)

@@ -164,7 +164,9 @@ def write_reports(out: Path, specs, methods: list[str], fractions: list[str], st
         return
     rows = result_rows(results, list(structures))
     write_results_csv(rows, out / "results.csv")
-    protocol = load_protocol(args.protocol)["name"]
+    definition = load_protocol(args.protocol)
+    protocol = definition["name"]
+    label_values = label_overrides(definition.get("labels"))[0].get("label_values")
     reference = PAPER_ACDC_DICE if protocol == "acdc_paper" else None
     first = datalists[next(iter(datalists))]
     held = json.loads(Path(first).read_text()).get("held_out")
@@ -182,6 +184,6 @@ def write_reports(out: Path, specs, methods: list[str], fractions: list[str], st
         runs = {m: out / "runs" / m / f"{f}_{key[1]}_seed{key[2]}" for m in methods
                 if (out / "runs" / m / f"{f}_{key[1]}_seed{key[2]}" / "result.json").is_file()}
         qualitative_figure(cases, runs, out / f"qualitative_{f}.png", f"{protocol} {f} {key[1]} seed {key[2]}: ground truth and predictions",
-                           label_values=label_overrides(load_protocol(args.protocol).get("labels"))[0].get("label_values"))
+                           label_values=label_values)
     _log(f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'dice_vs_fraction.png'}")
 

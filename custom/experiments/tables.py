@@ -5,12 +5,12 @@ method's prediction)."""
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from custom.metrics import atomic_write
 
 __all__ = ["PAPER_ACDC_DICE", "result_rows", "write_results_csv", "results_markdown", "plot_dice_vs_fraction",
            "qualitative_figure"]
@@ -39,18 +39,6 @@ def result_rows(results: Sequence[Mapping[str, Any]], structures: Sequence[str])
     return rows
 
 
-def _atomic_text(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row))
 
@@ -59,7 +47,7 @@ def write_results_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
         writer.writeheader()
         writer.writerows(rows)
 
-    _atomic_text(Path(path), write)
+    atomic_write(path, write)
 
 
 def _mean_std(values: Sequence[float]) -> str:

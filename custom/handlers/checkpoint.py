@@ -64,7 +64,7 @@ def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch RNG states as tensors and plain types (loadable with ``weights_only=True``)."""
     return {
         "python": random.getstate(),
-        "numpy": _pack_random_state(np.random.mtrand._rand),
+        "numpy": _pack_random_state(np.random.get_state()),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -111,8 +111,9 @@ def transform_random_states(engine: Any) -> dict[str, np.random.RandomState]:
     return found
 
 
-def _pack_random_state(r: np.random.RandomState) -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = r.get_state()
+def _pack_random_state(state: tuple) -> dict[str, Any]:
+    """A ``RandomState.get_state()`` tuple as tensors and plain types (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = state
     return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
             "gauss": float(gauss)}
 
@@ -169,7 +170,8 @@ class AtomicCheckpointSaver:
         state = _state_dicts(self.save_dict)
         state["rng"] = rng_state()
         if engine is not None:
-            state["rng"]["transforms"] = {k: _pack_random_state(r) for k, r in transform_random_states(engine).items()}
+            transforms = transform_random_states(engine)
+            state["rng"]["transforms"] = {k: _pack_random_state(r.get_state()) for k, r in transforms.items()}
         if self.extra is not None:
             state.update(self.extra())
         save_atomic(state, self.path)

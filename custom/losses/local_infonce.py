@@ -11,12 +11,13 @@ negatives are the embeddings of all cells of the key maps of the other images ``
     \\ell_i = -\\log \\frac{\\exp(s_i^+ / \\tau)}{\\exp(s_i^+ / \\tau) + \\sum_{n} \\exp(s_{i,n}^- / \\tau)}
 
 with ``s`` the cosine similarity. The naive computation materialises an ``N_q x N_neg`` similarity
-matrix (``B h w x B hk wk``), quadratic in the number of cells. :class:`LocalInfoNCELoss` processes
-``chunk_size`` query cells at a time, masks same-image columns with ``-inf``, reduces with
-``logsumexp`` and wraps each chunk in ``torch.utils.checkpoint`` so that the backward pass
-recomputes one chunk's matrix at a time instead of storing all of them: peak memory is
-``O(chunk_size * N_neg)``, linear in the number of cells. :func:`local_infonce_naive` is the
-full-matrix reference.
+matrix (``B h w x B hk wk``), quadratic in the number of cells, and autograd keeps it (and the softmax of
+it) for the backward pass. :class:`LocalInfoNCELoss` instead computes the loss with its own autograd
+function: the forward pass walks ``chunk_size`` query cells at a time, masks same-image columns with
+``-inf`` and keeps only each row's ``logsumexp``; the backward pass recomputes one chunk's similarities at a
+time and accumulates the gradients into preallocated buffers. Peak memory is ``O(chunk_size * N_neg)``
+plus the embeddings, linear in the number of cells, and the values and gradients equal the naive ones.
+:func:`local_infonce_naive` is the full-matrix reference.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
-from torch.utils.checkpoint import checkpoint
 
 from custom.correspondence import sample_at
 from custom.losses.global_infonce import GatherFn, resolve_rank
@@ -118,23 +118,88 @@ def _prepare_direction(
     return _Direction(anchors, positives, counts, row_image, bank, bank_image, negative_index, num_images)
 
 
-def _chunk_loss(
+def _masked_logits(
     anchors: torch.Tensor,
-    positives: torch.Tensor,
     negatives: torch.Tensor,
     row_image: torch.Tensor | None,
     column_image: torch.Tensor | None,
-    temperature: float,
+    scale: float,
 ) -> torch.Tensor:
-    """
-    Sum over the ``c`` rows of ``-log softmax`` of the positive logit among ``[positive, negatives]``.
-    When image ids are given, negative columns of the row's own image are masked out.
-    """
-    pos = (anchors * positives).sum(dim=1) / temperature  # (c,)
-    neg = anchors @ negatives.t() / temperature  # (c, n)
+    """``(c, n)`` logits ``anchors @ negatives.T * scale``, with the columns of each row's own image at ``-inf``."""
+    logits = torch.mm(anchors, negatives.t()).mul_(scale)
     if row_image is not None and column_image is not None:
-        neg = neg.masked_fill(row_image[:, None] == column_image[None, :], float("-inf"))
-    return (torch.logaddexp(pos, torch.logsumexp(neg, dim=1)) - pos).sum()
+        logits.masked_fill_(row_image[:, None] == column_image[None, :], float("-inf"))
+    return logits
+
+
+def _promote(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors in float32, or float64 when any of them is float64 (half types are promoted)."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return tuple(t.to(dtype) for t in tensors)
+
+
+class _ChunkedInfoNCE(torch.autograd.Function):
+    """
+    Sum over the ``M`` anchor rows of ``-log softmax`` of the positive logit among ``[positive, negatives]``,
+    with an explicit backward pass (the pattern of memory-efficient attention): the forward pass keeps only
+    the ``M`` row log-normalisers, and the backward pass recomputes one ``(chunk_size, N)`` block of
+    similarities at a time and accumulates the gradients of all three inputs into preallocated buffers.
+    Peak extra memory is a few ``chunk_size x N`` blocks, independent of the number of chunks.
+
+    Inputs: ``anchors`` and ``positives`` ``(M, D)``, ``negatives`` ``(N, D)``, optional image ids ``row_image``
+    ``(M,)`` and ``column_image`` ``(N,)`` (columns of a row's own image are excluded), ``temperature``,
+    ``chunk_size``. Computed in float32 (float64 inputs stay float64) with autocast disabled; gradients are
+    cast back to the input dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, positives, negatives, row_image, column_image, temperature, chunk_size):
+        scale = 1.0 / temperature
+        with torch.autocast(anchors.device.type, enabled=False):
+            a, p, n = _promote(anchors, positives, negatives)
+            pos = (a * p).sum(dim=1).mul_(scale)  # (M,)
+            lse = torch.empty_like(pos)  # log(exp(pos) + sum exp(neg)) per row
+            for start in range(0, a.shape[0], chunk_size):
+                stop = start + chunk_size
+                rows = row_image[start:stop] if row_image is not None else None
+                logits = _masked_logits(a[start:stop], n, rows, column_image, scale)
+                lse[start:stop] = torch.logaddexp(pos[start:stop], torch.logsumexp(logits, dim=1))
+        ctx.save_for_backward(anchors, positives, negatives, row_image, column_image, pos, lse)
+        ctx.scale, ctx.chunk_size = scale, chunk_size
+        return (lse - pos).sum().to(anchors.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        anchors, positives, negatives, row_image, column_image, pos, lse = ctx.saved_tensors
+        need_a, need_p, need_n = ctx.needs_input_grad[:3]
+        grad_a = grad_p = grad_n = None
+        with torch.autocast(anchors.device.type, enabled=False):
+            a, p, n = _promote(anchors, positives, negatives)
+            g = grad_output.to(a.dtype) * ctx.scale
+            pos_weight = torch.exp(pos - lse).sub_(1.0)  # d loss / d pos, per row
+            if need_p:
+                grad_p = (a * pos_weight[:, None] * g).to(positives.dtype)
+            if need_a or need_n:
+                grad_a_f = torch.empty_like(a) if need_a else None
+                grad_n_f = torch.zeros_like(n) if need_n else None
+                for start in range(0, a.shape[0], ctx.chunk_size):
+                    stop = start + ctx.chunk_size
+                    rows = row_image[start:stop] if row_image is not None else None
+                    # softmax weights of the negatives: d loss / d logit (masked cells give exp(-inf) = 0)
+                    weights = _masked_logits(a[start:stop], n, rows, column_image, ctx.scale)
+                    weights.sub_(lse[start:stop, None]).exp_()
+                    if grad_a_f is not None:
+                        grad_a_f[start:stop] = torch.addmm(p[start:stop] * pos_weight[start:stop, None], weights, n)
+                    if grad_n_f is not None:
+                        grad_n_f.addmm_(weights.t(), a[start:stop])
+                if grad_a_f is not None:
+                    grad_a = grad_a_f.mul_(g).to(anchors.dtype)
+                if grad_n_f is not None:
+                    grad_n = grad_n_f.mul_(g).to(negatives.dtype)
+        return grad_a, grad_p, grad_n, None, None, None, None
 
 
 def _zero_loss(*tensors: torch.Tensor) -> torch.Tensor:
@@ -245,9 +310,10 @@ class LocalInfoNCELoss(_Loss):
     direction without any valid cell is left out of the mean, and the loss is a zero connected to the
     graph when no direction has valid cells.
 
-    Memory: query cells are processed ``chunk_size`` at a time and each chunk is checkpointed, so the
-    peak extra memory is about ``chunk_size x N_neg`` similarities in both the forward and the
-    backward pass (at the cost of recomputing each chunk's matrix once during backward).
+    Memory: query cells are processed ``chunk_size`` at a time, in the forward pass and again (recomputing
+    the similarities) in the explicit backward pass, so the peak extra memory is a few
+    ``chunk_size x N_neg`` blocks of similarities plus gradient buffers the size of the embeddings.
+    Not twice differentiable.
 
     Cross-rank negatives: with ``gather_fn`` (e.g. :func:`custom.losses.global_infonce.all_gather_with_grad`),
     the negative bank of each direction is the target maps of all ranks, gathered as a
@@ -293,35 +359,22 @@ class LocalInfoNCELoss(_Loss):
         self.rank = rank
         self.last_num_images: int | None = None
 
-    def _run(self, *args) -> torch.Tensor:
-        if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
-            return checkpoint(_chunk_loss, *args, use_reentrant=False)
-        return _chunk_loss(*args)
-
     def _direction_loss(self, direction: _Direction) -> torch.Tensor:
-        a, p, total = direction.anchors, direction.positives, direction.anchors.new_zeros(())
+        a, p = direction.anchors, direction.positives
         if direction.negative_index is None:
-            for start in range(0, a.shape[0], self.chunk_size):
-                stop = start + self.chunk_size
-                total = total + self._run(
-                    a[start:stop],
-                    p[start:stop],
-                    direction.bank,
-                    direction.row_image[start:stop],
-                    direction.bank_image,
-                    self.temperature,
-                )
+            total = _ChunkedInfoNCE.apply(
+                a, p, direction.bank, direction.row_image, direction.bank_image, self.temperature, self.chunk_size
+            )
         else:
-            # each image has its own negatives, so chunks do not straddle images
+            # each image has its own negatives
+            total = a.new_zeros(())
             for image, (a_img, p_img) in enumerate(zip(a.split(direction.counts), p.split(direction.counts))):
                 if a_img.shape[0] == 0:
                     continue
                 negatives = direction.bank[direction.negative_index[image]]  # (K, D)
-                for start in range(0, a_img.shape[0], self.chunk_size):
-                    stop = start + self.chunk_size
-                    total = total + self._run(
-                        a_img[start:stop], p_img[start:stop], negatives, None, None, self.temperature
-                    )
+                total = total + _ChunkedInfoNCE.apply(
+                    a_img, p_img, negatives, None, None, self.temperature, self.chunk_size
+                )
         return total / a.shape[0]
 
     def forward(

@@ -41,7 +41,7 @@ def check_not_empty(loader: Any, name: str) -> None:
 
 class MixedPrecisionTrainer(SupervisedTrainer):
     """``SupervisedTrainer`` with ``precision`` (see :func:`resolve_precision`) instead of ``amp`` and an optional
-    channels-last network; outputs are not decollated. Subclasses write ``_iteration`` and finish it with
+    channels-last network; outputs are not decollated and ``optim_set_to_none`` defaults to True. Subclasses write ``_iteration`` and finish it with
     :meth:`backward_and_step`.
 
     Sets ``autocast_dtype`` (None for fp32), ``channels_last`` and ``grad_scaler`` (fp16 on CUDA only).
@@ -73,6 +73,8 @@ class MixedPrecisionTrainer(SupervisedTrainer):
     ) -> None:
         kwargs.pop("amp", None)
         kwargs.setdefault("decollate", False)
+        # freeing the gradients instead of zero-filling them saves a memset and an in-place add per parameter
+        kwargs.setdefault("optim_set_to_none", True)
         device = torch.device(device)
         if channels_last:
             network = network.to(memory_format=torch.channels_last)

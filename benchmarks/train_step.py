@@ -39,9 +39,7 @@ def build_parser():
     p.add_argument("--unlabeled-batch-size", type=int, default=None,
                    help="unlabeled slices per iteration (default: the config's)")
     p.add_argument("--cpu-profile", action="store_true", help="layer configs/cpu.yaml over train.yaml (4 + 4 slices)")
-    p.add_argument("--precision", default=None, help="override the config's precision (auto | fp32 | bf16 | fp16)")
-    p.add_argument("--dataset-dir", default=None, help="override dataset_dir (default: the built-in synthetic data)")
-    p.add_argument("--datalist", default=None, help="override datalist")
+    C.add_bundle_overrides(p)
     return p
 
 
@@ -63,9 +61,9 @@ def bundle_trainer(args, size: int, root: str):
     )
     if args.device:
         overrides["device"] = f"$torch.device('{args.device}')"
-    for key in ("batch_size", "unlabeled_batch_size", "precision", "dataset_dir", "datalist"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
+    overrides.update(
+        C.bundle_overrides(args, ("batch_size", "unlabeled_batch_size", "precision", "dataset_dir", "datalist"))
+    )
     parser.update(overrides)
     parser.get_parsed_content("initialize")  # the bundle's own set_determinism (+ excepthook), as in a real run
     trainer = parser.get_parsed_content("train#trainer")

@@ -161,7 +161,9 @@ class BundleRun:
     def _trainer_state(self) -> dict[str, Any]:
         if not self.checkpoint.is_file():
             return {}
-        return dict(torch.load(self.checkpoint, map_location="cpu", weights_only=True).get("trainer") or {})
+        # mmap: only the small trainer entry is read, not the network and optimiser tensors (hundreds of MB)
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        return dict(state.get("trainer") or {})
 
     def iterations(self) -> int | None:
         """Iterations completed according to the resumable checkpoint."""

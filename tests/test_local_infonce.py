@@ -99,7 +99,7 @@ def test_chunked_equals_naive_float64_tight():
 
 
 def test_chunks_keep_no_similarity_matrix_for_backward():
-    """Only the inputs of each checkpointed chunk are saved, never a (cells x negatives) matrix."""
+    """Only inputs and per-row log-normalisers are saved for backward, never a (cells x negatives) matrix."""
     b, d, h = 4, 8, 8
     emb_q = torch.randn(b, d, h, h, requires_grad=True)
     emb_k = torch.randn(b, d, h, h, requires_grad=True)

@@ -5,30 +5,13 @@ from torch.utils.data import DataLoader
 from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss
 from custom.networks.dual_decoder import DualDecoderUNet
-
-
-class _Counting(torch.utils.data.Dataset):
-    def __init__(self, n, labeled):
-        g = torch.Generator().manual_seed(0)
-        self.images = torch.rand(n, 1, 64, 64, generator=g)
-        self.labels = (self.images > 0.5).float() * 2  # a learnable two-class problem
-        self.labeled, self.reads = labeled, 0
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        self.reads += 1
-        item = {"image": self.images[i]}
-        if self.labeled:
-            item["label"] = self.labels[i]
-        return item
+from slice_data import CountingSlices
 
 
 def _trainer(unsup_weight, iterations=3, rampup=0):
     torch.manual_seed(0)
     net = DualDecoderUNet("resnet18", out_channels=4)
-    labeled, unlabeled = _Counting(4, True), _Counting(6, False)
+    labeled, unlabeled = CountingSlices(4, True), CountingSlices(6, False)
     trainer = CrossPseudoLabelTrainer(
         device="cpu",
         max_epochs=1,

@@ -13,6 +13,7 @@ from custom.engines.teacher_student_trainer import TeacherStudentTrainer, consis
 from custom.handlers import AtomicCheckpointSaver, ResumeFromCheckpoint
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss
 from custom.networks.dual_decoder import DualDecoderUNet
+from slice_data import CountingSlices
 
 SIZE = 32  # smallest size the network takes (stride 32)
 DECODER = (32, 16, 16, 8, 8)  # small decoders keep the unit tests fast
@@ -22,29 +23,11 @@ def _net():
     return DualDecoderUNet("resnet18", out_channels=4, decoder_channels=DECODER)
 
 
-class _Slices(torch.utils.data.Dataset):
-    def __init__(self, n, labeled, seed=0):
-        g = torch.Generator().manual_seed(seed)
-        self.images = torch.rand(n, 1, SIZE, SIZE, generator=g)
-        self.labels = (self.images > 0.5).float() * 2
-        self.labeled, self.reads = labeled, 0
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        self.reads += 1
-        item = {"image": self.images[i]}
-        if self.labeled:
-            item["label"] = self.labels[i]
-        return item
-
-
 def _trainer(teacher, iterations=3, seed=0, net=None, max_epochs=None, **kwargs):
     """One labeled and one unlabeled batch of 2 slices each, repeated every iteration (deterministic order)."""
     torch.manual_seed(seed)
     net = net if net is not None else _net()
-    labeled, unlabeled = _Slices(2, True), _Slices(2, False, seed=1)
+    labeled, unlabeled = CountingSlices(2, True, SIZE), CountingSlices(2, False, SIZE, seed=1)
     kwargs.setdefault("noise_std", 0.0)
     trainer = TeacherStudentTrainer(
         device="cpu",

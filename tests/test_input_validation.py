@@ -96,21 +96,27 @@ def test_glob_images_skips_existing_outputs(files, tmp_path):
         glob_images(str(tmp_path / "nothing*.nii.gz"))
 
 
-@pytest.mark.slow
-def test_bundle_inference_reports_one_line_and_writes_nothing(files, tmp_path):
+def _failed_bundle_inference(tmp_path, checkpoint_backbone, image):
+    """Run bundle inference (ResNet-18, 64 px) with a checkpoint of ``checkpoint_backbone`` on ``image`` as a
+    subprocess that must fail; returns its ``error:`` lines and stderr after checking there is no traceback
+    and no output was written."""
     root = tmp_path / "bundle"
     (root / "models").mkdir(parents=True)
-    torch.save(DualDecoderUNet("resnet18").state_dict(), root / "models" / "model.pt")
+    torch.save(DualDecoderUNet(checkpoint_backbone).state_dict(), root / "models" / "model.pt")
     out = tmp_path / "predictions"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(INFERENCE), "--bundle_root", str(root),
-           "--backbone", "resnet18", "--spatial_size", "64", "--input_glob", str(files["truncated"]),
-           "--output_dir", str(out)]
+           "--backbone", "resnet18", "--spatial_size", "64", "--input_glob", str(image), "--output_dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600)
     assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and str(files["truncated"]) in errors[0] and "cannot read as NIfTI" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())
+    return [line for line in proc.stderr.splitlines() if line.startswith("error: ")], proc.stderr
+
+
+@pytest.mark.slow
+def test_bundle_inference_reports_one_line_and_writes_nothing(files, tmp_path):
+    errors, _ = _failed_bundle_inference(tmp_path, "resnet18", files["truncated"])
+    assert len(errors) == 1 and str(files["truncated"]) in errors[0] and "cannot read as NIfTI" in errors[0]
 
 
 def test_checkpoint_of_another_architecture_is_one_clear_error(tmp_path):
@@ -135,15 +141,5 @@ def test_checkpoint_of_another_architecture_is_one_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_bundle_inference_with_a_checkpoint_of_another_backbone_fails_in_one_line(files, tmp_path):
-    root = tmp_path / "bundle"
-    (root / "models").mkdir(parents=True)
-    torch.save(DualDecoderUNet("resnet34").state_dict(), root / "models" / "model.pt")
-    out = tmp_path / "predictions"
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(INFERENCE), "--bundle_root", str(root),
-           "--backbone", "resnet18", "--spatial_size", "64", "--input_glob", str(files["good"]), "--output_dir", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=600)
-    assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "model.pt: checkpoint of another architecture" in errors[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert not out.exists() or not any(out.iterdir())
+    errors, stderr = _failed_bundle_inference(tmp_path, "resnet34", files["good"])
+    assert len(errors) == 1 and "model.pt: checkpoint of another architecture" in errors[0], stderr[-2000:]

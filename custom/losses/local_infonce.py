@@ -23,6 +23,7 @@ plus the embeddings, linear in the number of cells, and the values and gradients
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -118,18 +119,25 @@ def _prepare_direction(
     return _Direction(anchors, positives, counts, row_image, bank, bank_image, negative_index, num_images)
 
 
-def _masked_logits(
+def _logit_blocks(
     anchors: torch.Tensor,
     negatives: torch.Tensor,
     row_image: torch.Tensor | None,
     column_image: torch.Tensor | None,
     scale: float,
-) -> torch.Tensor:
-    """``(c, n)`` logits ``anchors @ negatives.T * scale``, with the columns of each row's own image at ``-inf``."""
-    logits = torch.mm(anchors, negatives.t()).mul_(scale)
-    if row_image is not None and column_image is not None:
-        logits.masked_fill_(row_image[:, None] == column_image[None, :], float("-inf"))
-    return logits
+    chunk_size: int,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """
+    The ``anchors @ negatives.T * scale`` logits ``chunk_size`` rows at a time, as ``(rows, (c, n) block)``, with the
+    columns of each row's own image at ``-inf`` when image ids are given. Each block is a new tensor (safe to modify).
+    """
+    masked = row_image is not None and column_image is not None
+    for start in range(0, anchors.shape[0], chunk_size):
+        rows = slice(start, start + chunk_size)
+        logits = torch.mm(anchors[rows], negatives.t()).mul_(scale)
+        if masked:
+            logits.masked_fill_(row_image[rows, None] == column_image[None, :], float("-inf"))
+        yield rows, logits
 
 
 def _promote(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -161,11 +169,8 @@ class _ChunkedInfoNCE(torch.autograd.Function):
             a, p, n = _promote(anchors, positives, negatives)
             pos = (a * p).sum(dim=1).mul_(scale)  # (M,)
             lse = torch.empty_like(pos)  # log(exp(pos) + sum exp(neg)) per row
-            for start in range(0, a.shape[0], chunk_size):
-                stop = start + chunk_size
-                rows = row_image[start:stop] if row_image is not None else None
-                logits = _masked_logits(a[start:stop], n, rows, column_image, scale)
-                lse[start:stop] = torch.logaddexp(pos[start:stop], torch.logsumexp(logits, dim=1))
+            for rows, logits in _logit_blocks(a, n, row_image, column_image, scale, chunk_size):
+                lse[rows] = torch.logaddexp(pos[rows], torch.logsumexp(logits, dim=1))
         ctx.save_for_backward(anchors, positives, negatives, row_image, column_image, pos, lse)
         ctx.scale, ctx.chunk_size = scale, chunk_size
         return (lse - pos).sum().to(anchors.dtype)
@@ -185,16 +190,13 @@ class _ChunkedInfoNCE(torch.autograd.Function):
             if need_a or need_n:
                 grad_a_f = torch.empty_like(a) if need_a else None
                 grad_n_f = torch.zeros_like(n) if need_n else None
-                for start in range(0, a.shape[0], ctx.chunk_size):
-                    stop = start + ctx.chunk_size
-                    rows = row_image[start:stop] if row_image is not None else None
+                for rows, weights in _logit_blocks(a, n, row_image, column_image, ctx.scale, ctx.chunk_size):
                     # softmax weights of the negatives: d loss / d logit (masked cells give exp(-inf) = 0)
-                    weights = _masked_logits(a[start:stop], n, rows, column_image, ctx.scale)
-                    weights.sub_(lse[start:stop, None]).exp_()
+                    weights.sub_(lse[rows, None]).exp_()
                     if grad_a_f is not None:
-                        grad_a_f[start:stop] = torch.addmm(p[start:stop] * pos_weight[start:stop, None], weights, n)
+                        grad_a_f[rows] = torch.addmm(p[rows] * pos_weight[rows, None], weights, n)
                     if grad_n_f is not None:
-                        grad_n_f.addmm_(weights.t(), a[start:stop])
+                        grad_n_f.addmm_(weights.t(), a[rows])
                 if grad_a_f is not None:
                     grad_a = grad_a_f.mul_(g).to(anchors.dtype)
                 if grad_n_f is not None:

@@ -145,17 +145,17 @@ def base_parser(
 def add_bundle_overrides(p: argparse.ArgumentParser) -> None:
     """Options of the two training-step scripts that override the bundle config (defaults: the config's)."""
     p.add_argument("--precision", default=None, help="override the config's precision (auto | fp32 | bf16 | fp16)")
-    p.add_argument("--channels-last", default=None, choices=["true", "false", "auto"],
+    p.add_argument("--channels-last", default=None, choices=["true", "false"],
                    help="override the config's channels_last")
     p.add_argument("--dataset-dir", default=None, help="override dataset_dir (default: the built-in synthetic data)")
     p.add_argument("--datalist", default=None, help="override datalist")
 
 
 def bundle_overrides(args: argparse.Namespace, keys: Sequence[str]) -> dict[str, Any]:
-    """Config overrides from the options in ``keys`` that were given (``--channels-last`` as a bool or "auto")."""
+    """Config overrides from the options in ``keys`` that were given, plus ``--channels-last`` as a bool."""
     overrides = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     if args.channels_last is not None:
-        overrides["channels_last"] = args.channels_last if args.channels_last == "auto" else args.channels_last == "true"
+        overrides["channels_last"] = args.channels_last == "true"
     return overrides
 
 

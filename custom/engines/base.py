@@ -41,8 +41,8 @@ def check_not_empty(loader: Any, name: str) -> None:
 
 class MixedPrecisionTrainer(SupervisedTrainer):
     """``SupervisedTrainer`` with ``precision`` (see :func:`resolve_precision`) instead of ``amp`` and an optional
-    channels-last network; outputs are not decollated and ``optim_set_to_none`` defaults to True. Subclasses write ``_iteration`` and finish it with
-    :meth:`backward_and_step`.
+    channels-last network; outputs are not decollated and ``optim_set_to_none`` defaults to True. Subclasses write
+    ``_iteration`` and finish it with :meth:`backward_and_step`.
 
     Sets ``autocast_dtype`` (None for fp32), ``channels_last`` and ``grad_scaler`` (fp16 on CUDA only).
 

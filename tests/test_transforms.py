@@ -178,12 +178,47 @@ def test_invertd_identity_affine_roundtrip(tmp_path):
     label[20:50, 15:35] = 2
     image = np.random.default_rng(2).random(shape).astype(np.float32)
     paths = {"image": _write(tmp_path / "i.nii.gz", image, np.eye(4)), "label": _write(tmp_path / "l.nii.gz", label, np.eye(4))}
-    pre = volume_preprocessing(spatial_size=60)
+    pre = volume_preprocessing(spatial_size=60, fov="crop")
     data = pre(paths)
     data["pred"] = data["label"].clone().float()
     pred = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=True)(data)["pred"]
     assert tuple(pred.shape) == (1, *shape)
     np.testing.assert_array_equal(pred[0].numpy(), label)
+
+
+def test_fit_keeps_the_whole_field_of_view_and_inverts(tmp_path):
+    """Without geometry, "fit" resizes the whole slice into the target (aspect kept, short side padded) where "crop"
+    cuts whatever lies outside the central window; the inverse restores the original grid."""
+    shape = (120, 80, 3)
+    label = np.zeros(shape, np.uint8)
+    label[2:22, 30:50] = 1  # near the border of the long axis: outside a central 60 px crop
+    label[50:80, 20:60] = 3
+    image = np.random.default_rng(3).random(shape).astype(np.float32)
+    paths = {"image": _write(tmp_path / "i.nii.gz", image, np.eye(4)), "label": _write(tmp_path / "l.nii.gz", label, np.eye(4))}
+    cropped = volume_preprocessing(spatial_size=60, fov="crop")(dict(paths))
+    assert (cropped["label"] == 1).sum() == 0
+    pre = volume_preprocessing(spatial_size=60, fov="fit")
+    data, steps = _steps(pre, dict(paths))
+    assert tuple(steps["FitFieldOfViewd"]["image"].shape) == (1, 60, 40, 3)  # 120 x 80 scaled by 1/2
+    assert tuple(data["label"].shape) == (1, 60, 60, 3)
+    assert (data["label"] == 1).sum() == pytest.approx(10 * 10 * 3, rel=0.1)
+    assert (data["label"] == 3).sum() == pytest.approx(15 * 20 * 3, rel=0.1)
+    onehot = torch.nn.functional.one_hot(data["label"][0].long(), 4).permute(3, 0, 1, 2).float()
+    data["pred"] = MetaTensor(onehot, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+    pred = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)["pred"]
+    assert tuple(pred.shape) == (4, *shape)
+    np.testing.assert_allclose(pred.affine.numpy(), np.eye(4))
+    back = pred.argmax(0).numpy()
+    for c in (1, 3):
+        dice = 2 * ((back == c) & (label == c)).sum() / ((back == c).sum() + (label == c).sum())
+        assert dice > 0.9, (c, dice)
+
+
+def test_fit_leaves_images_with_spacing_to_the_resampling(spaced_volume):
+    data, steps = _steps(volume_preprocessing(spatial_size=64, fov="fit"), {"image": spaced_volume["image"]})
+    assert "Resize" not in [op["class"] for op in data["image"].applied_operations]
+    with pytest.raises(ValueError, match="fov"):
+        volume_preprocessing(fov="stretch")
 
 
 def test_image_only_keys_and_no_load(spaced_volume):

@@ -1,9 +1,10 @@
 """Volume preprocessing shared by both bundles, training, validation and inference.
 
 ``volume_preprocessing`` loads a NIfTI short-axis volume (and label), maps raw label values to class indices,
-resamples in-plane to a target spacing when the spacing is known, scales intensities to [0, 1] by robust
-percentiles (fine for raw MRI and for already-normalised copies), and centre crops/pads in-plane. Every step
-is invertible, so ``Invertd`` maps predictions back onto the input grid.
+resamples in-plane to a target spacing when the spacing is known (else resizes each slice so that the whole field
+of view fits), scales intensities to [0, 1] by robust percentiles (fine for raw MRI and for already-normalised
+copies), and centre crops/pads in-plane. Every step is invertible, so ``Invertd`` maps predictions back onto the
+input grid.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     MapLabelValued,
+    Resized,
     ResizeWithPadOrCropd,
     ScaleIntensityRangePercentilesd,
     Spacingd,
 )
 
-__all__ = ["KnownSpacingd", "DecoderDisagreementd", "volume_preprocessing", "has_known_spacing"]
+__all__ = ["KnownSpacingd", "FitFieldOfViewd", "DecoderDisagreementd", "volume_preprocessing", "has_known_spacing",
+           "FOV_MODES"]
+
+#: how :func:`volume_preprocessing` brings a slice to ``spatial_size``
+FOV_MODES = ("fit", "crop")
 
 
 def has_known_spacing(img: torch.Tensor) -> bool:
@@ -68,6 +74,40 @@ class KnownSpacingd(Spacingd):
         return super().inverse(d)
 
 
+class FitFieldOfViewd(Resized):
+    """Resize each slice so that its whole in-plane field of view fits ``spatial_size``, keeping the aspect ratio.
+
+    Applied only to images without geometry (identity affine): those cannot be resampled to a physical spacing,
+    and a centre crop of their native grid cuts the heart of large-FOV scans (e.g. ACDC patients 038, 046 and
+    057 lose 39-58 % of the RV in a 128 px crop). Images with a known spacing pass unchanged (``KnownSpacingd``
+    resamples them instead). The longest in-plane side becomes ``max(spatial_size)``; slices keep their count;
+    a following ``ResizeWithPadOrCropd`` pads the short side. The inverse restores the original grid exactly.
+    """
+
+    def __init__(self, keys, spatial_size: Sequence[int], mode=("bilinear", "nearest"), allow_missing_keys: bool = True):
+        super().__init__(keys, spatial_size=(*spatial_size, -1), mode=mode, allow_missing_keys=allow_missing_keys)
+        self.target = tuple(int(s) for s in spatial_size)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
+        d = dict(data)
+        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], torch.Tensor)), None)
+        if first is None or has_known_spacing(first):
+            return d
+        h, w = first.shape[1:3]
+        scale = min(self.target[0] / h, self.target[1] / w)
+        self.resizer.spatial_size = (max(1, round(h * scale)), max(1, round(w * scale)), -1)
+        return super().__call__(d, lazy=lazy)
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        """Undo the resize only where ``__call__`` resized (the last applied operation is this ``Resize``)."""
+        d = dict(data)
+        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], MetaTensor)), None)
+        ops = first.applied_operations if first is not None else []
+        if not ops or ops[-1].get("class") != "Resize":
+            return d
+        return super().inverse(d)
+
+
 def volume_preprocessing(
     keys: Sequence[str] = ("image", "label"),
     spatial_size: int | Sequence[int] = 192,
@@ -77,6 +117,7 @@ def volume_preprocessing(
     lower_percentile: float = 0.5,
     upper_percentile: float = 99.5,
     max_label: int | None = 255,
+    fov: str = "fit",
 ) -> Compose:
     """Compose of the volume pipeline; ``keys[0]`` is the image, the others labels.
 
@@ -90,11 +131,16 @@ def volume_preprocessing(
         load: start with ``LoadImaged`` + ``EnsureChannelFirstd`` (False when the data are already tensors).
         max_label: largest label value accepted without ``label_values`` (e.g. ``num_classes - 1``); labels are
             stored as uint8, so larger raw values are an error, never silently wrapped.
+        fov: for images without geometry, ``"fit"`` resizes each slice so the whole field of view fits
+            ``spatial_size`` (:class:`FitFieldOfViewd`); ``"crop"`` centre crops/pads the native grid (cuts large
+            fields of view). Images with a known spacing are resampled to ``pixdim`` and cropped/padded either way.
 
     Every input is checked first (:class:`ValidateVolumed`): errors name the file and the problem.
 
     Output: ``image`` (1, H, W, D) float32 MetaTensor in [0, 1], labels (1, H, W, D).
     """
+    if fov not in FOV_MODES:
+        raise ValueError(f"fov must be one of {FOV_MODES}, got {fov!r}")
     keys = list(keys)
     image, labels = keys[0], keys[1:]
     size = (spatial_size, spatial_size) if isinstance(spatial_size, int) else tuple(spatial_size)
@@ -113,6 +159,8 @@ def volume_preprocessing(
     if pixdim is not None:
         modes = ["bilinear"] + ["nearest"] * len(labels)
         steps.append(KnownSpacingd(keys=keys, pixdim=(*pixdim, -1), mode=modes, allow_missing_keys=True))
+    if fov == "fit":
+        steps.append(FitFieldOfViewd(keys=keys, spatial_size=size, mode=["bilinear"] + ["nearest"] * len(labels)))
     steps += [
         ScaleIntensityRangePercentilesd(keys=image, lower=lower_percentile, upper=upper_percentile, b_min=0.0, b_max=1.0,
                                         clip=True, channel_wise=True),

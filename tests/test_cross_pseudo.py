@@ -78,3 +78,52 @@ def test_sigmoid_rampup():
     assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))
     assert sigmoid_rampup(100, 100) == 1.0 and sigmoid_rampup(500, 100) == 1.0
     assert sigmoid_rampup(3, 0) == 1.0
+
+
+def test_supervised_ce_dice_mix_equals_formula():
+    l1, l2 = _logits(0), _logits(1)
+    label = torch.randint(0, 4, (2, 1, 5, 6), generator=torch.Generator().manual_seed(2))
+    loss = CrossPseudoLabelLoss(ce_weight=0.5, dice_weight=0.5, dice_batch=True).supervised(l1, l2, label)
+
+    def batch_dice_loss(logits):  # soft Dice over the whole batch, foreground classes only
+        p = logits.softmax(1)
+        oh = F.one_hot(label[:, 0], 4).permute(0, 3, 1, 2).float()
+        inter, den = (p * oh).sum((0, 2, 3)), (p + oh).sum((0, 2, 3))
+        return (1 - (2 * inter + 1e-5) / (den + 1e-5))[1:].mean()
+
+    ref = sum(0.5 * F.cross_entropy(l, label[:, 0]) + 0.5 * batch_dice_loss(l) for l in (l1, l2))
+    torch.testing.assert_close(loss, ref)
+
+
+def test_confidence_mask_drops_unsure_pixels():
+    l1, l2 = _logits(0) * 3, _logits(1) * 3
+    loss = CrossPseudoLabelLoss(confidence_threshold=0.8).unsupervised(l1, l2)
+    m1 = (l1.softmax(1).max(1).values >= 0.8).float()
+    m2 = (l2.softmax(1).max(1).values >= 0.8).float()
+    assert 0 < m1.mean() < 1 and 0 < m2.mean() < 1, "test data should mix sure and unsure pixels"
+    ref = (F.cross_entropy(l1, l2.argmax(1), reduction="none") * m2).mean() + (
+        F.cross_entropy(l2, l1.argmax(1), reduction="none") * m1).mean()
+    torch.testing.assert_close(loss, ref)
+    assert loss < CrossPseudoLabelLoss().unsupervised(l1, l2)
+
+
+def test_ensemble_pseudo_labels():
+    l1, l2 = _logits(0), _logits(1)
+    loss = CrossPseudoLabelLoss(pseudo_label_source="ensemble").unsupervised(l1, l2)
+    y = ((l1.softmax(1) + l2.softmax(1)) / 2).argmax(1)
+    torch.testing.assert_close(loss, F.cross_entropy(l1, y) + F.cross_entropy(l2, y))
+    with pytest.raises(ValueError, match="pseudo_label_source"):
+        CrossPseudoLabelLoss(pseudo_label_source="other")
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        CrossPseudoLabelLoss(confidence_threshold=1.0)
+
+
+def test_unsup_weight_schedule_warmup_then_ramp():
+    from custom.losses.cross_pseudo import unsup_weight_schedule
+
+    assert unsup_weight_schedule(0, 1.0, warmup_steps=10, rampup_steps=20) == 0.0
+    assert unsup_weight_schedule(9, 1.0, 10, 20) == 0.0
+    assert unsup_weight_schedule(10, 0.5, 10, 20) == pytest.approx(0.5 * math.exp(-5))
+    assert unsup_weight_schedule(20, 0.5, 10, 20) == pytest.approx(0.5 * math.exp(-5 * 0.25))
+    assert unsup_weight_schedule(30, 0.5, 10, 20) == 0.5 and unsup_weight_schedule(99, 0.5, 10, 20) == 0.5
+    assert unsup_weight_schedule(50, 0.0, 10, 20) == 0.0

@@ -239,7 +239,9 @@ def _run_overlay(name, root, **overrides):
 def test_mean_teacher_overlay_runs_and_checkpoints_the_teacher(tmp_path):
     trainer, outputs, resumable = _run_overlay("mean_teacher", tmp_path)
     assert trainer.teacher_mode == "ema" and trainer.ema_decay == 0.99 and trainer.noise_std == 0.1
-    assert len(outputs) == 4 and all(u > 0 for u in outputs)
+    # the same supervised warm-up as the CPS default (trained_iterations // 4 = 1 iteration), then consistency
+    assert trainer.warmup_iterations == 1
+    assert len(outputs) == 4 and outputs[0] == 0.0 and all(u > 0 for u in outputs[1:])
     k = "decoder1.head.weight"
     assert not torch.equal(resumable["teacher"][k], resumable["network"][k])
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from custom.engines.base import MixedPrecisionTrainer, check_not_empty, distributed_sampler
 from custom.engines.precision import autocast
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss, sigmoid_rampup
+from custom.losses.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule
 
 __all__ = ["CrossPseudoLabelTrainer"]
 
@@ -26,7 +26,9 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
 
     Per iteration: one forward of the shared encoder and both decoders over ``[labeled; unlabeled]``, then
     ``loss = CE(p1, m) + CE(p2, m) + lambda_u(t) * (CE(p1, y2) + CE(p2, y1))`` (see
-    :class:`CrossPseudoLabelLoss`), with ``lambda_u(t) = unsup_weight * sigmoid_rampup(t, rampup_iterations)``.
+    :class:`CrossPseudoLabelLoss`), with ``lambda_u(t) = 0`` for the first ``warmup_iterations`` (supervised warm-up;
+    no unlabeled batch is read or forwarded then) and ``unsup_weight * sigmoid_rampup(t - warmup_iterations,
+    rampup_iterations)`` after it.
 
     Args:
         train_data_loader: labeled slices, items ``{"image": (1, H, W), "label": (1, H, W)}``.
@@ -36,9 +38,10 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
             pass every engine epoch); None (or ``unsup_weight=0``) trains supervised only. With a ``DistributedSampler``, each new pass sets
             the sampler's epoch to the current iteration (same on all ranks, new permutation per pass).
         unsup_weight: maximum weight lambda_u of the cross pseudo-label term.
-        rampup_iterations: iterations of the sigmoid ramp-up of lambda_u (0: constant).
+        rampup_iterations: iterations of the sigmoid ramp-up of lambda_u after the warm-up (0: constant).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see :func:`resolve_precision`.
         channels_last: run convolutions in channels-last memory format (faster on CPUs and tensor cores).
+        warmup_iterations: supervised-only iterations before the pseudo-label term starts.
         kwargs: passed to ``SupervisedTrainer`` (``epoch_length``, ``train_handlers``, ...). ``amp`` is replaced by
             ``precision``; outputs are not decollated.
 
@@ -59,10 +62,14 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         rampup_iterations: int = 0,
         precision: str = "auto",
         channels_last: bool = True,
+        warmup_iterations: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, precision,
                          channels_last, **kwargs)
+        if warmup_iterations < 0:
+            raise ValueError(f"warmup_iterations must be >= 0, got {warmup_iterations}")
+        self.warmup_iterations = int(warmup_iterations)
         if unlabeled_data_loader is not None and unsup_weight != 0:
             check_not_empty(unlabeled_data_loader, "unlabeled_data_loader")
         self.unlabeled_data_loader = unlabeled_data_loader
@@ -102,10 +109,11 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
             raise ValueError("Must provide batch data for current iteration.")
         images = self._to_device(batchdata[Keys.IMAGE])
         labels = batchdata[Keys.LABEL].to(engine.state.device, non_blocking=self.non_blocking)
-        unlabeled = self._next_unlabeled()
+        weight_u = unsup_weight_schedule(engine.state.iteration - 1, self.unsup_weight, self.warmup_iterations,
+                                         self.rampup_iterations)
+        unlabeled = self._next_unlabeled() if weight_u > 0 else None
         n_labeled = images.shape[0]
         inputs = images if unlabeled is None else torch.cat([images, self._to_device(unlabeled[Keys.IMAGE])], dim=0)
-        weight_u = self.unsup_weight * sigmoid_rampup(engine.state.iteration - 1, self.rampup_iterations)
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer, _unwrap
 from custom.engines.precision import autocast
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss, sigmoid_rampup
+from custom.losses.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule
 
 __all__ = ["TEACHER_MODES", "TeacherStudentTrainer", "consistency_mse", "hard_label_ce"]
 
@@ -88,7 +88,7 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
       of the network taken at the start of iteration ``pseudo_label_start + 1`` (and every ``relabel_interval``
       iterations after it when > 0).
 
-    ``lambda_u(t) = unsup_weight * sigmoid_rampup(t, rampup_iterations)`` (``t`` = completed iterations, as in CPS),
+    ``lambda_u(t) = unsup_weight_schedule(t, unsup_weight, warmup_iterations, rampup_iterations)`` (``t`` = completed iterations, as in CPS),
     and 0 before ``pseudo_label_start`` in ``"snapshot"`` mode. ``act`` is the network's activation (softmax, or
     sigmoid with ``pseudo_label_mode: sigmoid_threshold``, where the CE becomes per-channel BCE).
 
@@ -212,7 +212,8 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
         labels = batchdata[Keys.LABEL].to(engine.state.device, non_blocking=self.non_blocking)
         unlabeled = self._next_unlabeled() if active else None
         n_labeled = images.shape[0]
-        weight_u = self.unsup_weight * sigmoid_rampup(step, self.rampup_iterations) if active else 0.0
+        weight_u = (unsup_weight_schedule(step, self.unsup_weight, self.warmup_iterations, self.rampup_iterations)
+                    if active else 0.0)
         inputs, teacher_inputs = images, None
         if unlabeled is not None:
             u = self._to_device(unlabeled[Keys.IMAGE])

@@ -1,7 +1,16 @@
 """Cross pseudo-label supervision of IDEAL's fine-tuning stage (paper eq. 3, Fig. 2b).
 
-Labeled slices: ``CE(p1, m) + CE(p2, m)`` (optionally + Dice). Unlabeled slices: ``CE(p1, y2) + CE(p2, y1)``
-where ``y_j`` is the hard pseudo-label of decoder j, detached so no gradient reaches the branch that made it.
+Labeled slices: ``sum_j ce_weight * CE(p_j, m) + dice_weight * Dice(p_j, m)`` (the paper: CE only; the default of
+the bundle: 0.5 CE + 0.5 soft Dice over the batch, foreground classes only). Unlabeled slices:
+``CE(p1, y2) + CE(p2, y1)`` where ``y_j`` is the hard pseudo-label of decoder j, detached so no gradient reaches
+the branch that made it.
+
+Two refinements beyond the paper, both off by default in this class (the bundle turns them on):
+
+- ``confidence_threshold``: pixels whose pseudo-label probability is below it add nothing (the masked CE is
+  averaged over all pixels, so the term shrinks while the decoders are unsure, as in FixMatch / UniMatch).
+- ``pseudo_label_source="ensemble"``: both decoders learn from the hard label of their averaged probabilities
+  instead of each other's; ``"cross"`` is the paper's.
 
 Two pseudo-label modes:
 
@@ -22,9 +31,11 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-__all__ = ["CrossPseudoLabelLoss", "hard_pseudo_labels", "sigmoid_rampup", "PSEUDO_LABEL_MODES"]
+__all__ = ["CrossPseudoLabelLoss", "hard_pseudo_labels", "sigmoid_rampup", "unsup_weight_schedule", "PSEUDO_LABEL_MODES",
+           "PSEUDO_LABEL_SOURCES"]
 
 PSEUDO_LABEL_MODES = ("argmax", "sigmoid_threshold")
+PSEUDO_LABEL_SOURCES = ("cross", "ensemble")
 
 
 def hard_pseudo_labels(
@@ -54,6 +65,15 @@ def sigmoid_rampup(step: int, rampup_steps: int) -> float:
     return float(math.exp(-5.0 * (1.0 - t) ** 2))
 
 
+def unsup_weight_schedule(step: int, weight: float, warmup_steps: int = 0, rampup_steps: int = 0) -> float:
+    """lambda_u at ``step`` (0-based): 0 during ``warmup_steps`` of supervised training, then ``weight`` times a
+    sigmoid ramp-up over ``rampup_steps``. Pseudo-labels of untrained decoders are noise; the warm-up lets
+    supervision make them informative first."""
+    if weight == 0 or step < warmup_steps:
+        return 0.0
+    return weight * sigmoid_rampup(step - warmup_steps, rampup_steps)
+
+
 class CrossPseudoLabelLoss(nn.Module):
     """Supervised and cross pseudo-label terms for two decoders.
 
@@ -62,39 +82,79 @@ class CrossPseudoLabelLoss(nn.Module):
         threshold: sigmoid threshold of the ``sigmoid_threshold`` mode.
         resolve_conflicts: in ``sigmoid_threshold`` mode, give pixels with zero or several active channels
             the one-hot of the most probable channel.
+        ce_weight: weight of the cross-entropy in the supervised term.
         dice_weight: weight of an added soft Dice loss in the supervised term (0 disables it).
+        dice_batch: compute the Dice over the whole batch (True) rather than per slice: slices without a structure
+            then do not reward predicting nothing, and small structures are not drowned by empty slices.
+        confidence_threshold: pseudo-labels whose probability (softmax, or sigmoid of the winning channel) is
+            below this add no loss (0 keeps every pixel, the paper's behaviour).
+        pseudo_label_source: ``"cross"`` (each decoder learns from the other's hard labels, the paper) or
+            ``"ensemble"`` (both learn from the hard labels of their mean probabilities).
     """
 
     def __init__(
-        self, mode: str = "argmax", threshold: float = 0.5, resolve_conflicts: bool = True, dice_weight: float = 0.0
+        self,
+        mode: str = "argmax",
+        threshold: float = 0.5,
+        resolve_conflicts: bool = True,
+        dice_weight: float = 0.0,
+        ce_weight: float = 1.0,
+        dice_batch: bool = True,
+        confidence_threshold: float = 0.0,
+        pseudo_label_source: str = "cross",
     ) -> None:
         super().__init__()
         if mode not in PSEUDO_LABEL_MODES:
             raise ValueError(f"mode must be one of {PSEUDO_LABEL_MODES}, got {mode!r}")
+        if pseudo_label_source not in PSEUDO_LABEL_SOURCES:
+            raise ValueError(f"pseudo_label_source must be one of {PSEUDO_LABEL_SOURCES}, got {pseudo_label_source!r}")
+        if not 0.0 <= confidence_threshold < 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1), got {confidence_threshold}")
         self.mode, self.threshold, self.resolve_conflicts = mode, threshold, resolve_conflicts
-        self.dice_weight = dice_weight
+        self.ce_weight, self.dice_weight = ce_weight, dice_weight
+        self.confidence_threshold, self.pseudo_label_source = confidence_threshold, pseudo_label_source
         sigmoid = mode == "sigmoid_threshold"
-        self.dice = DiceLoss(include_background=False, to_onehot_y=False, sigmoid=sigmoid, softmax=not sigmoid)
+        self.dice = DiceLoss(include_background=False, to_onehot_y=False, sigmoid=sigmoid, softmax=not sigmoid,
+                             batch=dice_batch)
 
-    def _ce(self, logits: torch.Tensor, target_onehot: torch.Tensor) -> torch.Tensor:
+    def _ce(self, logits: torch.Tensor, target_onehot: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean CE over pixels; with ``mask`` (B, H, W) the masked-out pixels count as zero loss."""
         logits = logits.float()
         if self.mode == "argmax":
-            return F.cross_entropy(logits, target_onehot.argmax(dim=1))
-        return F.binary_cross_entropy_with_logits(logits, target_onehot)
+            ce = F.cross_entropy(logits, target_onehot.argmax(dim=1), reduction="none")
+        else:
+            ce = F.binary_cross_entropy_with_logits(logits, target_onehot, reduction="none").mean(dim=1)
+        return ce.mean() if mask is None else (ce * mask).mean()
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.detach().float()
+        return torch.softmax(logits, dim=1) if self.mode == "argmax" else torch.sigmoid(logits)
+
+    def _confidence_mask(self, probs: torch.Tensor) -> torch.Tensor | None:
+        if self.confidence_threshold <= 0:
+            return None
+        return (probs.max(dim=1).values >= self.confidence_threshold).float()
 
     def supervised(self, logits1: torch.Tensor, logits2: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """logits (B, C, H, W); label (B, 1, H, W) class indices -> ``CE(p1, m) + CE(p2, m)`` [+ Dice terms]."""
         target = F.one_hot(label[:, 0].long(), logits1.shape[1]).movedim(-1, 1).float()
-        loss = self._ce(logits1, target) + self._ce(logits2, target)
+        loss = self.ce_weight * (self._ce(logits1, target) + self._ce(logits2, target))
         if self.dice_weight > 0:
             loss = loss + self.dice_weight * (self.dice(logits1.float(), target) + self.dice(logits2.float(), target))
         return loss
 
     def unsupervised(self, logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
-        """``CE(p1, y2) + CE(p2, y1)`` with detached hard pseudo-labels; logits (B, C, H, W)."""
+        """``CE(p1, y2) + CE(p2, y1)`` with detached hard pseudo-labels (``"ensemble"``: ``CE(p1, y) + CE(p2, y)``
+        with ``y`` from the mean probabilities), confident pixels only when a threshold is set; logits (B, C, H, W)."""
+        if self.pseudo_label_source == "ensemble":
+            probs = (self._probabilities(logits1) + self._probabilities(logits2)) / 2
+            y = hard_pseudo_labels(probs, self.mode if self.mode == "argmax" else "argmax")
+            mask = self._confidence_mask(probs)
+            return self._ce(logits1, y, mask) + self._ce(logits2, y, mask)
         y1 = hard_pseudo_labels(logits1, self.mode, self.threshold, self.resolve_conflicts)
         y2 = hard_pseudo_labels(logits2, self.mode, self.threshold, self.resolve_conflicts)
-        return self._ce(logits1, y2) + self._ce(logits2, y1)
+        mask1, mask2 = (self._confidence_mask(self._probabilities(x)) for x in (logits1, logits2))
+        return self._ce(logits1, y2, mask2) + self._ce(logits2, y1, mask1)
 
     def forward(
         self,

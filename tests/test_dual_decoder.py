@@ -15,7 +15,35 @@ def test_decoders_differ_by_construction(net):
     up1 = net.decoder1.blocks[0].up
     up2 = net.decoder2.blocks[0].up
     assert isinstance(up1, torch.nn.ConvTranspose2d)
-    assert isinstance(up2[0], torch.nn.Upsample) and up2[0].mode == "bilinear"
+    assert any(isinstance(m, torch.nn.Upsample) and m.mode == "bilinear" for m in up2)
+    # different initialisation variances, not only different distributions of the same variance
+    w1 = net.decoder1.blocks[1].conv[0].weight
+    w2 = net.decoder2.blocks[1].conv[0].weight
+    assert w1.shape == w2.shape and w1.std() > 1.5 * w2.std()  # sqrt(2 / (9 * 128)) vs sqrt(2 / (9 * (256 + 128)))
+
+
+def test_flexibleunet_widths_halve_the_upsampling():
+    halved = DualDecoderUNet("resnet50")
+    full = DualDecoderUNet("resnet50", halve_upsampling=False)
+    assert halved.decoder1.blocks[0].up.out_channels == 1024  # 2048 -> 1024, then the 1024-channel skip
+    assert full.decoder1.blocks[0].up.out_channels == 2048
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(halved.decoder1) + count(halved.decoder2) < 0.4 * (count(full.decoder1) + count(full.decoder2))
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert all(o.shape == (1, 4, 64, 64) for o in halved(x))
+
+
+def test_heads_start_with_small_logits():
+    torch.manual_seed(0)
+    small = DualDecoderUNet("resnet18", head_init="default").eval()
+    torch.manual_seed(0)
+    relu_gain = DualDecoderUNet("resnet18", head_init="same").eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert small(x)[0].std() < relu_gain(x)[0].std()
+    with pytest.raises(ValueError, match="init"):
+        DualDecoderUNet("resnet18", decoder_inits=("kaiming_normal", "orthogonal"))
 
 
 def test_decoders_give_different_outputs_at_init(net):

@@ -151,3 +151,24 @@ def test_with_volume_preprocessing_and_dataloader(tmp_path):
     assert float(batch["image"].min()) >= 0.0 and float(batch["image"].max()) <= 1.0
     assert set(torch.unique(batch["label"][:3]).tolist()) == {0.0, 1.0}
     assert set(torch.unique(batch["label"][3:]).tolist()) == {0.0, 2.0}
+
+
+def test_distinct_case_sampler_batches_hold_different_cases():
+    from custom.data.slices import DistinctCaseSampler
+
+    items = [{"case": f"p{i // 2}", "depth": 3 + i % 4, "value": float(i)} for i in range(12)]  # 6 cases, 2 volumes each
+    ds = SliceDataset(items, _volume)
+    sampler = DistinctCaseSampler(ds, batch_size=4)
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, drop_last=True)
+    batches = list(loader)
+    assert len(batches) == len(ds) // 4 and len(sampler) == len(batches) * 4
+    for batch in batches:
+        assert len(set(batch["case"])) == 4  # no two slices of one patient: no negatives from the same volume
+    seen = {c for b in batches for c in b["case"]}
+    assert seen == {f"p{i}" for i in range(6)}
+    torch.manual_seed(0)
+    again = [b["case"] for b in torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, drop_last=True)]
+    assert again == [b["case"] for b in batches]  # seeded from torch's RNG: reproducible, restored on resume
+    with pytest.raises(ValueError, match="cases"):
+        DistinctCaseSampler(ds, batch_size=7)

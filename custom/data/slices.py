@@ -9,7 +9,7 @@ import torch
 from monai.data import Dataset
 from monai.transforms import apply_transform
 
-__all__ = ["SliceDataset"]
+__all__ = ["SliceDataset", "DistinctCaseSampler"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,3 +71,42 @@ class SliceDataset(torch.utils.data.Dataset):
         for k in self.keys[1:]:
             item[k] = item[k].float()
         return apply_transform(self.transform, item) if self.transform is not None else item
+
+
+class DistinctCaseSampler(torch.utils.data.Sampler[int]):
+    """Slice indices in blocks of ``batch_size`` slices of ``batch_size`` different cases.
+
+    Batched with the same ``batch_size`` (and ``drop_last``), every batch holds one slice of each of ``batch_size``
+    cases, so in contrastive pre-training the negatives of a slice never come from its own volume or patient (the
+    neighbouring slices and the other frame of a patient look almost the same and are not true negatives). ``case``
+    is the datalist's case id (ACDC: the patient, both frames). A pass has ``len(dataset) // batch_size`` blocks:
+    cases drawn uniformly without replacement per block, a slice of each uniformly. The draws come from a generator
+    seeded from torch's global RNG at the start of each pass (deterministic under ``set_determinism``, and
+    restored with the RNG state on resume).
+
+    Args:
+        dataset: a :class:`SliceDataset` (its ``slices`` entries carry ``"case"``).
+        batch_size: slices per batch, at most the number of cases.
+    """
+
+    def __init__(self, dataset: SliceDataset, batch_size: int) -> None:
+        groups: dict[str, list[int]] = {}
+        for index, entry in enumerate(dataset.slices):
+            groups.setdefault(entry["case"], []).append(index)
+        if batch_size > len(groups):
+            raise ValueError(f"DistinctCaseSampler: batch_size {batch_size} > {len(groups)} cases in the dataset; "
+                             "lower the batch size")
+        self.groups = [torch.as_tensor(v) for v in groups.values()]
+        self.batch_size = int(batch_size)
+        self.num_batches = len(dataset) // self.batch_size
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        for _ in range(self.num_batches):
+            cases = torch.randperm(len(self.groups), generator=generator)[: self.batch_size]
+            for c in cases.tolist():
+                group = self.groups[c]
+                yield int(group[torch.randint(len(group), (1,), generator=generator)].item())

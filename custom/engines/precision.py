@@ -16,6 +16,7 @@ __all__ = [
     "PRECISIONS",
     "cpu_has_native_bf16",
     "resolve_precision",
+    "precision_name",
     "prefers_channels_last",
     "autocast",
     "make_grad_scaler",
@@ -49,6 +50,12 @@ def resolve_precision(device: torch.device | str, precision: str = "auto") -> to
     if precision == "fp16" and device_type == "cpu":
         raise ValueError("fp16 autocast is not supported on CPU; use 'bf16' or 'auto'")
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def precision_name(device: torch.device | str, precision: str = "auto") -> str:
+    """What ``precision`` resolves to on ``device``, for people: ``"bf16"``, ``"fp16"`` or ``"fp32"``."""
+    dtype = resolve_precision(device, precision)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 def prefers_channels_last(device: torch.device | str, precision: str = "auto") -> bool:

@@ -1,12 +1,13 @@
-"""Ignite handlers used by the bundles: evaluation metrics, weight export, atomic resumable checkpoints."""
+"""Ignite handlers used by the bundles: evaluation metrics, weight export, atomic resumable checkpoints, progress."""
 
 from custom.handlers.checkpoint import (AtomicCheckpointSaver, CheckedCheckpointLoader, KeyMetricState, ResumeFromCheckpoint,
                                        SaveOnSignal)
 from custom.handlers.metrics_saver import VolumeMetricsSaver
 from custom.handlers.pretrained_weights import PretrainedWeightsSaver
+from custom.handlers.progress import TrainingProgress
 
 __all__ = [
     "AtomicCheckpointSaver",
     "CheckedCheckpointLoader",
     "KeyMetricState",
-    "ResumeFromCheckpoint", "SaveOnSignal", "VolumeMetricsSaver", "PretrainedWeightsSaver"]
+    "ResumeFromCheckpoint", "SaveOnSignal", "VolumeMetricsSaver", "PretrainedWeightsSaver", "TrainingProgress"]

@@ -1,0 +1,87 @@
+"""What a training run will do, and how far it is: a start banner, then a progress bar or ETA log lines."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Mapping
+
+from ignite.engine import Engine, Events
+
+__all__ = ["TrainingProgress", "format_duration"]
+
+
+
+def _logger() -> logging.Logger:
+    # looked up at use, not at import: a logger that exists when a bundle applies its logging.conf is disabled by it
+    return logging.getLogger("train_log")
+
+
+def format_duration(seconds: float) -> str:
+    """``"1 h 05 min"``, ``"12 min"``, ``"40 s"``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+class TrainingProgress:
+    """Logs a one-line plan when the run starts (``what``: device, precision, backbone, size, iterations), the
+    estimated duration once ``estimate_after`` iterations are timed, then progress: an Ignite ``ProgressBar`` with ETA
+    when stderr is a terminal, else one log line every ``log_interval`` iterations with iterations/s and the ETA.
+
+    Args:
+        what: the facts of the banner, e.g. ``{"backbone": "resnet18", "size": 128}``.
+        estimate_after: iterations timed before the duration estimate (the first ones are slower: warm-up).
+        log_interval: iterations between the plain log lines.
+        progress_bar: True/False, or None to use a bar exactly when stderr is a terminal.
+    """
+
+    def __init__(self, what: Mapping[str, Any] | None = None, estimate_after: int = 10, log_interval: int = 50,
+                 progress_bar: bool | None = None) -> None:
+        self.what = dict(what or {})
+        self.estimate_after, self.log_interval = max(1, int(estimate_after)), max(1, int(log_interval))
+        self.progress_bar = sys.stderr.isatty() if progress_bar is None else bool(progress_bar)
+        self._t0: float | None = None
+        self._i0 = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration_completed)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+        if self.progress_bar:
+            from ignite.contrib.handlers import ProgressBar
+
+            ProgressBar(persist=False).attach(engine)
+
+    def _total(self, engine: Engine) -> int:
+        return int(engine.state.max_epochs * (engine.state.epoch_length or 0))
+
+    def _started(self, engine: Engine) -> None:
+        facts = ", ".join(f"{k} {v}" for k, v in self.what.items())
+        start = engine.state.iteration
+        _logger().info("training: %s; iterations %d..%d", facts, start, self._total(engine))
+        self._t0, self._i0 = time.perf_counter(), start
+
+    def _rate(self, engine: Engine) -> float:
+        done = engine.state.iteration - self._i0
+        return done / max(time.perf_counter() - (self._t0 or time.perf_counter()), 1e-9)
+
+    def _iteration_completed(self, engine: Engine) -> None:
+        done = engine.state.iteration - self._i0
+        left = self._total(engine) - engine.state.iteration
+        if done == self.estimate_after:
+            rate = self._rate(engine)
+            _logger().info("estimated duration on this machine: %s for the remaining %d iterations (%.2f s/iteration "
+                        "so far, validation not included)", format_duration(left / rate), left, 1 / rate)
+        elif not self.progress_bar and done % self.log_interval == 0:
+            rate = self._rate(engine)
+            _logger().info("iteration %d/%d, %.2f s/iteration, ETA %s", engine.state.iteration, self._total(engine),
+                        1 / rate, format_duration(left / rate))
+
+    def _completed(self, engine: Engine) -> None:
+        if self._t0 is not None:
+            _logger().info("training finished: %d iterations in %s", engine.state.iteration - self._i0,
+                        format_duration(time.perf_counter() - self._t0))

@@ -1,0 +1,30 @@
+"""The training banner, duration estimate and ETA lines of custom.handlers.TrainingProgress."""
+
+from __future__ import annotations
+
+import logging
+
+from ignite.engine import Engine
+
+from custom.handlers.progress import TrainingProgress, format_duration
+
+
+def test_format_duration():
+    assert format_duration(40) == "40 s"
+    assert format_duration(12 * 60 + 10) == "12 min"
+    assert format_duration(65 * 60) == "1 h 05 min"
+
+
+def test_banner_estimate_eta_and_end(caplog):
+    engine = Engine(lambda e, b: None)
+    TrainingProgress({"backbone": "resnet18", "size": "128 px"}, estimate_after=3, log_interval=5,
+                     progress_bar=False).attach(engine)
+    with caplog.at_level(logging.INFO, logger="train_log"):
+        engine.run(range(10), max_epochs=2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "train_log"]
+    assert lines[0] == "training: backbone resnet18, size 128 px; iterations 0..20"
+    assert lines[1].startswith("estimated duration on this machine: ") and "remaining 17 iterations" in lines[1]
+    eta = [line for line in lines if line.startswith("iteration ")]
+    assert [line.split(",")[0] for line in eta] == ["iteration 5/20", "iteration 10/20", "iteration 15/20", "iteration 20/20"]
+    assert "ETA" in eta[0]
+    assert lines[-1].startswith("training finished: 20 iterations in ")

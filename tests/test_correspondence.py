@@ -58,6 +58,46 @@ def test_correspondence_is_exact(seed):
     assert (matched - original).abs().amax(dim=1)[valid].max() < half_cell
 
 
+def _analytic_key_coords(theta_q: torch.Tensor, theta_k: torch.Tensor, grid: int) -> torch.Tensor:
+    """Query cell centre c -> original point theta_q [c; 1] -> key-view point theta_k^-1 [x; 1], by hand."""
+    centers = torch.cat([cell_centers((grid, grid)), torch.ones(grid, grid, 1)], -1).double()
+    original = torch.einsum("bij,hwj->bhwi", theta_q.double(), centers)
+    bottom = torch.tensor([[[0.0, 0.0, 1.0]]], dtype=torch.float64).expand(theta_k.shape[0], 1, 3)
+    inv_k = torch.linalg.inv(torch.cat([theta_k.double(), bottom], 1))[:, :2]
+    return torch.einsum("bij,bhwj->bhwi", inv_k, torch.cat([original, torch.ones_like(original[..., :1])], -1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_match_grid_equals_the_analytic_mapping(seed):
+    """Rotation, scaling, translation and flips together: the matched key coordinates are the analytic image of the
+    query cell centres to 1e-5 (a one-pixel shift at 64 px is 0.031 in normalised units)."""
+    g = torch.Generator().manual_seed(seed)
+    kwargs = dict(rotation_range=0.6, scale_range=(0.8, 1.25), translate_range=0.3, flip_prob=0.5, generator=g)
+    theta_q, theta_k = sample_affine(8, **kwargs), sample_affine(8, **kwargs)
+    det = torch.linalg.det(theta_q[:, :, :2])
+    assert (det < 0).any() and (det > 0).any(), "the draws should include flipped and unflipped views"
+    coords, valid = match_grid(theta_q, theta_k, (8, 8))
+    expected = _analytic_key_coords(theta_q, theta_k, 8).float()
+    torch.testing.assert_close(coords, expected, atol=1e-5, rtol=0)
+    assert torch.equal(valid, (expected.abs() <= 1).all(-1) & valid)  # valid cells lie inside the key view
+    one_pixel = torch.tensor([2.0 / 64, 0.0])
+    assert ((coords + one_pixel) - expected).abs().amax() > 1e-3  # the tolerance would catch a 1 px shift
+
+
+def test_match_grid_rotation_scaling_flip_by_hand():
+    """A key view rotated by 90 degrees, scaled by 2 and flipped left-right against an identity query view: the
+    original point (x, y) appears at key coordinates (-y / 2, -x / 2), worked out by hand."""
+    # theta maps view coordinates to original ones: original = R(90) S(2) F_x [u; v] = [[0, -2], [2, 0]] [-u; v]
+    theta_k = torch.tensor([[[0.0, -2.0, 0.0], [-2.0, 0.0, 0.0]]])
+    theta_q = torch.eye(2, 3)[None]
+    coords, valid = match_grid(theta_q, theta_k, (4, 4))
+    c = cell_centers((4, 4))
+    x, y = c[..., 0], c[..., 1]
+    # solve [x; y] = [[0, -2], [-2, 0]] [u; v]  ->  u = -y / 2, v = -x / 2
+    torch.testing.assert_close(coords[0], torch.stack([-y / 2, -x / 2], -1), atol=1e-6, rtol=0)
+    assert valid.all()
+
+
 def test_reverse_direction_round_trip():
     g = torch.Generator().manual_seed(0)
     theta_q = sample_affine(3, rotation_range=0.4, scale_range=(0.9, 1.1), translate_range=0.1, generator=g)

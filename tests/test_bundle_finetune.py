@@ -45,10 +45,29 @@ def test_training_writes_best_and_last_checkpoints(trained):
 
 
 def test_resume_continues_to_the_configured_iteration(trained, tmp_path):
-    run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(tmp_path),
-        resume_from=str(trained / "models" / "last_checkpoint.pt"), **{**TINY, "max_iterations": 6})
+    """The resumed run starts from the checkpoint's weights and counter and runs only iterations 5 and 6."""
+    from ignite.engine import Events
+    from monai.bundle import create_workflow
+
+    source = torch.load(trained / "models" / "last_checkpoint.pt", weights_only=True)
+    workflow = create_workflow(config_file=[str(CONFIGS / "train.yaml")], run_id="training", bundle_root=str(tmp_path),
+                               resume_from=str(trained / "models" / "last_checkpoint.pt"), **{**TINY, "max_iterations": 6})
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    ran, first_weights = [], {}
+
+    @trainer.on(Events.ITERATION_STARTED)
+    def record(engine):
+        if not first_weights:
+            first_weights.update({k: v.detach().clone() for k, v in engine.network.state_dict().items()})
+        ran.append(engine.state.iteration)
+
+    workflow.run()
+    workflow.finalize()
+    assert ran == [5, 6]
+    assert all(torch.equal(first_weights[k], source["network"][k]) for k in source["network"])
     final = torch.load(tmp_path / "models" / "last_checkpoint.pt", weights_only=True)
     assert final["trainer"]["iteration"] == 6
+    assert any(not torch.equal(final["network"][k], source["network"][k]) for k in source["network"])
 
 
 def test_evaluate_writes_per_case_metrics(trained):
@@ -106,9 +125,10 @@ def test_schedule_follows_max_epochs_and_unlabeled_glob_replaces_the_datalist():
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.yaml"), str(CONFIGS / "cpu.yaml")])
     parser["train#trainer#max_epochs"] = 4  # what MONAI Label's train request overrides
-    assert parser.get_parsed_content("trained_iterations") == 4 * 50
-    assert parser.get_parsed_content("lr_scheduler#total_iters") == 200
-    assert parser.get_parsed_content("rampup_iterations") == 66
+    assert parser.get_parsed_content("trained_iterations") == 4 * 100
+    assert parser.get_parsed_content("lr_scheduler#total_iters") == 400
+    assert parser.get_parsed_content("warmup_iterations") == 100
+    assert parser.get_parsed_content("rampup_iterations") == 100
 
     folder = Path(default_dataset("acdc"))
     parser = ConfigParser()

@@ -40,6 +40,17 @@ def _iteration(path: Path) -> int:
     return torch.load(path, weights_only=True)["trainer"]["iteration"]
 
 
+def _wait_for_iteration(path: Path, proc: subprocess.Popen, at_least: int, timeout: float = 300) -> None:
+    """Wait until the checkpoint on disk (written atomically) is at ``at_least`` iterations or more."""
+    _wait_for(path, proc, timeout)
+    deadline = time.time() + timeout
+    while _iteration(path) < at_least:
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"{path} did not reach iteration {at_least}")
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_interrupted_run_resumes_to_the_same_iteration_count(tmp_path, sig):
     ckpt = tmp_path / "models" / "last_checkpoint.pt"
@@ -73,13 +84,17 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
 
     ckpt = tmp_path / "killed" / "models" / "last_checkpoint.pt"
     proc = _start(tmp_path / "killed")
-    _wait_for(ckpt, proc)
+    _wait_for_iteration(ckpt, proc, at_least=8)  # past the first epoch boundary (epochs of 4 iterations)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=300)
-    assert 4 <= _iteration(ckpt) < 20
+    killed_at = _iteration(ckpt)
+    assert 8 <= killed_at < 20 and killed_at % 4 == 0
     resumed = _start(tmp_path / "killed", "--resume_from", str(ckpt))
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-3000:]
+    # it really resumed: it ran only the remaining iterations (a fresh run with the same seed would reach the same
+    # weights by running all 20, so the weights alone cannot tell)
+    assert f"iterations {killed_at}..20" in out and f"training finished: {20 - killed_at} iterations" in out, out[-3000:]
 
     a = torch.load(tmp_path / "full" / "models" / "last_checkpoint.pt", weights_only=True)
     b = torch.load(ckpt, weights_only=True)

@@ -46,12 +46,30 @@ def test_bundle_configs_resolve_workers_from_the_device(bundle):
 
 @pytest.mark.slow
 def test_finetune_bundle_trains_with_persistent_workers(tmp_path):
-    """Two workers on the CPU (not the default there): every labeled pass reuses the same worker processes."""
-    from monai.bundle import run
+    """Two workers on the CPU (not the default there): every labeled pass (each engine epoch starts one) reuses the
+    same two worker processes instead of starting new ones."""
+    import os
 
-    run("training", config_file=[str(CONFIGS / "ideal_finetune" / "configs" / "train.yaml")], bundle_root=str(tmp_path),
-        backbone="resnet18", spatial_size=64, batch_size=2, unlabeled_batch_size=2, max_iterations=6,
-        epoch_length=3, val_interval=2, num_workers=2)
+    from ignite.engine import Events
+    from monai.bundle import create_workflow
+
+    workflow = create_workflow(config_file=[str(CONFIGS / "ideal_finetune" / "configs" / "train.yaml")], run_id="training",
+                               bundle_root=str(tmp_path), backbone="resnet18", spatial_size=64, batch_size=2,
+                               unlabeled_batch_size=2, max_iterations=6, epoch_length=3, val_interval=2, num_workers=2)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    loader = workflow.parser.get_parsed_content("train#dataloader")
+    seen = []
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def record(engine):
+        iterator = loader._iterator  # kept by the DataLoader only with persistent workers
+        seen.append((engine.state.epoch, id(iterator), tuple(w.pid for w in iterator._workers)))
+
+    workflow.run()
+    workflow.finalize()
+    assert [epoch for epoch, _, _ in seen] == [1, 1, 1, 2, 2, 2]  # two labeled passes
+    assert len({(it, pids) for _, it, pids in seen}) == 1  # one iterator, the same two processes throughout
+    pids = seen[0][2]
+    assert len(pids) == 2 and os.getpid() not in pids
     state = torch.load(tmp_path / "models" / "last_checkpoint.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 6
-    assert (tmp_path / "models" / "model.pt").is_file()

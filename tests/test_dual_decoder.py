@@ -131,3 +131,21 @@ def test_resnet18_shortcuts_pass_gradients_and_keep_outputs():
     inp = torch.rand(1, 64, 8, 8, requires_grad=True)
     shortcuts[0](inp).sum().backward()
     assert inp.grad is not None and inp.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("spatial_dims,shape", [(1, (2, 4, 8)), (2, (2, 4, 8, 8)), (3, (2, 4, 4, 4, 4))])
+def test_zero_pad_shortcut_scripts(spatial_dims, shape):
+    from custom.networks.encoder import ZeroPadShortcut
+
+    m = ZeroPadShortcut(8, 2, spatial_dims)
+    x = torch.randn(*shape)
+    assert torch.equal(torch.jit.script(m)(x), m(x))
+
+
+def test_resnet18_network_scripts_for_ckpt_export():
+    """TorchScript export (MONAI's ckpt_export scripts the network) of the CPU profile's backbone."""
+    torch.manual_seed(0)
+    net = DualDecoderUNet("resnet18", output="ensemble").eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(net)(x), net(x), atol=1e-5, rtol=1e-5)

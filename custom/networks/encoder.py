@@ -51,8 +51,16 @@ class ZeroPadShortcut(nn.Module):
         self.planes, self.stride, self.spatial_dims = planes, stride, spatial_dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * self.spatial_dims]
-        pad_shape = (out.shape[0], self.planes - out.shape[1]) + tuple(out.shape[2:])
+        # explicit slicing per dimensionality: TorchScript cannot script a tuple-built index
+        s = self.stride
+        if self.spatial_dims == 1:
+            out = x[:, :, ::s]
+        elif self.spatial_dims == 2:
+            out = x[:, :, ::s, ::s]
+        else:
+            out = x[:, :, ::s, ::s, ::s]
+        pad_shape = list(out.shape)
+        pad_shape[1] = self.planes - pad_shape[1]
         return torch.cat([out, out.new_zeros(pad_shape)], dim=1)
 
 

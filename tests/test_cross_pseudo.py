@@ -127,3 +127,26 @@ def test_unsup_weight_schedule_warmup_then_ramp():
     assert unsup_weight_schedule(20, 0.5, 10, 20) == pytest.approx(0.5 * math.exp(-5 * 0.25))
     assert unsup_weight_schedule(30, 0.5, 10, 20) == 0.5 and unsup_weight_schedule(99, 0.5, 10, 20) == 0.5
     assert unsup_weight_schedule(50, 0.0, 10, 20) == 0.0
+
+
+def test_masked_dice_pseudo_term_equals_formula():
+    from custom.losses.cross_pseudo import masked_dice_loss
+
+    l1, l2 = _logits(0) * 3, _logits(1) * 3
+    fn = CrossPseudoLabelLoss(confidence_threshold=0.8, unsup_ce_weight=0.0, unsup_dice_weight=1.0)
+
+    def ref_dice(logits, other):
+        p = logits.softmax(1)
+        y = F.one_hot(other.argmax(1), 4).permute(0, 3, 1, 2).float()
+        m = (other.softmax(1).max(1).values >= 0.8).float()[:, None]
+        inter, den = (p * y * m).sum((0, 2, 3)), (p * m).sum((0, 2, 3)) + (y * m).sum((0, 2, 3))
+        return (1 - (2 * inter + 1e-5) / (den + 1e-5))[1:].mean()
+
+    torch.testing.assert_close(fn.unsupervised(l1, l2), ref_dice(l1, l2) + ref_dice(l2, l1))
+    # masked-out pixels count for no class: a target and prediction that differ only there give ~0
+    probs = F.one_hot(torch.randint(0, 4, (2, 5, 6)), 4).permute(0, 3, 1, 2).float()
+    target = probs.clone()
+    target[:, :, 0] = torch.roll(target[:, :, 0], 1, dims=1)
+    mask = torch.ones(2, 5, 6)
+    mask[:, 0] = 0
+    assert masked_dice_loss(probs, target, mask) < 1e-4 < masked_dice_loss(probs, target)

@@ -5,10 +5,13 @@ the bundle: 0.5 CE + 0.5 soft Dice over the batch, foreground classes only). Unl
 ``CE(p1, y2) + CE(p2, y1)`` where ``y_j`` is the hard pseudo-label of decoder j, detached so no gradient reaches
 the branch that made it.
 
-Two refinements beyond the paper, both off by default in this class (the bundle turns them on):
+Refinements beyond the paper, all off by default in this class (the bundle turns the first two on):
 
 - ``confidence_threshold``: pixels whose pseudo-label probability is below it add nothing (the masked CE is
   averaged over all pixels, so the term shrinks while the decoders are unsure, as in FixMatch / UniMatch).
+- ``unsup_dice_weight`` / ``unsup_ce_weight``: a masked soft Dice to the pseudo-labels instead of (or with) the CE.
+  On real ACDC the masked CE alone shrank the structures towards background within 200 iterations at full weight
+  (validation Dice 0.40 -> 0.00); the Dice is class-balanced (UniMatch's ACDC recipe uses it for unlabeled pixels).
 - ``pseudo_label_source="ensemble"``: both decoders learn from the hard label of their averaged probabilities
   instead of each other's; ``"cross"`` is the paper's.
 
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-__all__ = ["CrossPseudoLabelLoss", "hard_pseudo_labels", "sigmoid_rampup", "unsup_weight_schedule", "PSEUDO_LABEL_MODES",
+__all__ = ["CrossPseudoLabelLoss", "hard_pseudo_labels", "masked_dice_loss", "sigmoid_rampup", "unsup_weight_schedule", "PSEUDO_LABEL_MODES",
            "PSEUDO_LABEL_SOURCES"]
 
 PSEUDO_LABEL_MODES = ("argmax", "sigmoid_threshold")
@@ -55,6 +58,21 @@ def hard_pseudo_labels(
             return on
         single = on.sum(dim=1, keepdim=True) == 1
         return torch.where(single, on, winner)
+
+
+def masked_dice_loss(probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                     smooth: float = 1e-5) -> torch.Tensor:
+    """``1 - mean_c (2 sum(p_c y_c m) + s) / (sum(p_c m) + sum(y_c m) + s)`` over the foreground classes c >= 1, sums
+    over the whole batch; probs and one-hot target (B, C, H, W), mask (B, H, W) or None. Masked-out pixels count
+    for no class, so a structure whose pixels are all unsure adds (nearly) nothing instead of being pushed to
+    background."""
+    if mask is not None:
+        m = mask[:, None].to(probs.dtype)
+        probs, target = probs * m, target * m
+    dims = (0, 2, 3)
+    inter = (probs * target).sum(dims)
+    den = probs.sum(dims) + target.sum(dims)
+    return 1.0 - ((2 * inter + smooth) / (den + smooth))[1:].mean()
 
 
 def sigmoid_rampup(step: int, rampup_steps: int) -> float:
@@ -90,6 +108,9 @@ class CrossPseudoLabelLoss(nn.Module):
             below this add no loss (0 keeps every pixel, the paper's behaviour).
         pseudo_label_source: ``"cross"`` (each decoder learns from the other's hard labels, the paper) or
             ``"ensemble"`` (both learn from the hard labels of their mean probabilities).
+        unsup_ce_weight: weight of the (masked) CE to the pseudo-labels (1, the paper).
+        unsup_dice_weight: weight of a masked soft Dice to the pseudo-labels (:func:`masked_dice_loss`, foreground
+            classes only): class-balanced, so it does not shrink the structures towards the dominant background.
     """
 
     def __init__(
@@ -102,6 +123,8 @@ class CrossPseudoLabelLoss(nn.Module):
         dice_batch: bool = True,
         confidence_threshold: float = 0.0,
         pseudo_label_source: str = "cross",
+        unsup_ce_weight: float = 1.0,
+        unsup_dice_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in PSEUDO_LABEL_MODES:
@@ -113,6 +136,7 @@ class CrossPseudoLabelLoss(nn.Module):
         self.mode, self.threshold, self.resolve_conflicts = mode, threshold, resolve_conflicts
         self.ce_weight, self.dice_weight = ce_weight, dice_weight
         self.confidence_threshold, self.pseudo_label_source = confidence_threshold, pseudo_label_source
+        self.unsup_ce_weight, self.unsup_dice_weight = unsup_ce_weight, unsup_dice_weight
         sigmoid = mode == "sigmoid_threshold"
         self.dice = DiceLoss(include_background=False, to_onehot_y=False, sigmoid=sigmoid, softmax=not sigmoid,
                              batch=dice_batch)
@@ -150,11 +174,20 @@ class CrossPseudoLabelLoss(nn.Module):
             probs = (self._probabilities(logits1) + self._probabilities(logits2)) / 2
             y = hard_pseudo_labels(probs, self.mode if self.mode == "argmax" else "argmax")
             mask = self._confidence_mask(probs)
-            return self._ce(logits1, y, mask) + self._ce(logits2, y, mask)
+            return self._pseudo_term(logits1, y, mask) + self._pseudo_term(logits2, y, mask)
         y1 = hard_pseudo_labels(logits1, self.mode, self.threshold, self.resolve_conflicts)
         y2 = hard_pseudo_labels(logits2, self.mode, self.threshold, self.resolve_conflicts)
         mask1, mask2 = (self._confidence_mask(self._probabilities(x)) for x in (logits1, logits2))
-        return self._ce(logits1, y2, mask2) + self._ce(logits2, y1, mask1)
+        return self._pseudo_term(logits1, y2, mask2) + self._pseudo_term(logits2, y1, mask1)
+
+    def _pseudo_term(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if self.unsup_ce_weight > 0:
+            loss = loss + self.unsup_ce_weight * self._ce(logits, target, mask)
+        if self.unsup_dice_weight > 0:
+            probs = torch.softmax(logits.float(), 1) if self.mode == "argmax" else torch.sigmoid(logits.float())
+            loss = loss + self.unsup_dice_weight * masked_dice_loss(probs, target, mask)
+        return loss
 
     def forward(
         self,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from monai.bundle import ConfigParser
 
 from custom.errors import InputError
 from custom.experiments.plan import (REPO_ROOT, Method, holdout_cases, load_methods, load_profile, plan_runs,
@@ -57,7 +58,11 @@ def test_every_method_is_a_known_configuration():
 def test_profiles_load_and_unknown_profile_is_an_input_error():
     for name in ("tiny", "cpu", "paper"):
         profile = load_profile(name)
-        assert profile.finetune_overrides["max_iterations"] > 0 and profile.pretrain_configs
+        assert profile.pretrain_configs and profile.finetune_configs
+        parser = ConfigParser()  # the iterations a run gets: the profile's config files, then its overrides
+        parser.read_config([str(REPO_ROOT / c) for c in profile.finetune_configs])
+        parser.update(dict(profile.finetune_overrides))
+        assert parser["max_iterations"] > 0
     assert load_profile("paper").finetune_overrides["backbone"] == "resnet50"
     with pytest.raises(InputError, match="unknown"):
         load_profile("gpu9000")

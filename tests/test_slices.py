@@ -170,5 +170,6 @@ def test_distinct_case_sampler_batches_hold_different_cases():
     torch.manual_seed(0)
     again = [b["case"] for b in torch.utils.data.DataLoader(ds, batch_size=4, sampler=sampler, drop_last=True)]
     assert again == [b["case"] for b in batches]  # seeded from torch's RNG: reproducible, restored on resume
-    with pytest.raises(ValueError, match="cases"):
-        DistinctCaseSampler(ds, batch_size=7)
+    few = list(torch.utils.data.DataLoader(ds, batch_size=8, sampler=DistinctCaseSampler(ds, batch_size=8), drop_last=True))
+    for batch in few:  # 6 cases, batches of 8: all 6 cases, then 2 repeats
+        assert len(set(batch["case"])) == 6

@@ -86,7 +86,8 @@ class DistinctCaseSampler(torch.utils.data.Sampler[int]):
 
     Args:
         dataset: a :class:`SliceDataset` (its ``slices`` entries carry ``"case"``).
-        batch_size: slices per batch, at most the number of cases.
+        batch_size: slices per batch; with fewer cases than that, every case appears once before any repeats (and a
+            warning says that the property no longer holds).
     """
 
     def __init__(self, dataset: SliceDataset, batch_size: int) -> None:
@@ -94,8 +95,8 @@ class DistinctCaseSampler(torch.utils.data.Sampler[int]):
         for index, entry in enumerate(dataset.slices):
             groups.setdefault(entry["case"], []).append(index)
         if batch_size > len(groups):
-            raise ValueError(f"DistinctCaseSampler: batch_size {batch_size} > {len(groups)} cases in the dataset; "
-                             "lower the batch size")
+            logger.warning("DistinctCaseSampler: batch_size %d > %d cases in the dataset: batches repeat cases (their "
+                           "slices are negatives of each other); use more cases or a smaller batch", batch_size, len(groups))
         self.groups = [torch.as_tensor(v) for v in groups.values()]
         self.batch_size = int(batch_size)
         self.num_batches = len(dataset) // self.batch_size
@@ -105,8 +106,9 @@ class DistinctCaseSampler(torch.utils.data.Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        repeats = -(-self.batch_size // len(self.groups))  # 1 unless there are fewer cases than batch_size
         for _ in range(self.num_batches):
-            cases = torch.randperm(len(self.groups), generator=generator)[: self.batch_size]
-            for c in cases.tolist():
+            cases = torch.cat([torch.randperm(len(self.groups), generator=generator) for _ in range(repeats)])
+            for c in cases[: self.batch_size].tolist():
                 group = self.groups[c]
                 yield int(group[torch.randint(len(group), (1,), generator=generator)].item())

@@ -150,3 +150,17 @@ def test_masked_dice_pseudo_term_equals_formula():
     mask = torch.ones(2, 5, 6)
     mask[:, 0] = 0
     assert masked_dice_loss(probs, target, mask) < 1e-4 < masked_dice_loss(probs, target)
+
+
+def test_masked_dice_present_only_ignores_absent_classes():
+    from custom.losses.cross_pseudo import masked_dice_loss
+
+    target = torch.zeros(2, 4, 5, 6)
+    target[:, 0] = 1
+    target[:, 0, :2, :2], target[:, 3, :2, :2] = 0, 1  # only class 3 is present (besides background)
+    probs = torch.full((2, 4, 5, 6), 0.25)
+    all_classes = masked_dice_loss(probs, target)
+    present = masked_dice_loss(probs, target, present_only=True)
+    inter, den = (probs[:, 3] * target[:, 3]).sum(), probs[:, 3].sum() + target[:, 3].sum()
+    torch.testing.assert_close(present, 1 - (2 * inter + 1e-5) / (den + 1e-5))
+    assert present < all_classes  # absent classes 1, 2 (predicted 0.25 everywhere) no longer count

@@ -61,18 +61,23 @@ def hard_pseudo_labels(
 
 
 def masked_dice_loss(probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                     smooth: float = 1e-5) -> torch.Tensor:
+                     smooth: float = 1e-5, present_only: bool = False) -> torch.Tensor:
     """``1 - mean_c (2 sum(p_c y_c m) + s) / (sum(p_c m) + sum(y_c m) + s)`` over the foreground classes c >= 1, sums
     over the whole batch; probs and one-hot target (B, C, H, W), mask (B, H, W) or None. Masked-out pixels count
     for no class, so a structure whose pixels are all unsure adds (nearly) nothing instead of being pushed to
-    background."""
+    background. ``present_only``: average only over the classes present in the (masked) target batch; a class absent
+    from every pseudo-label of the batch then exerts no pull towards predicting nothing."""
     if mask is not None:
         m = mask[:, None].to(probs.dtype)
         probs, target = probs * m, target * m
     dims = (0, 2, 3)
     inter = (probs * target).sum(dims)
     den = probs.sum(dims) + target.sum(dims)
-    return 1.0 - ((2 * inter + smooth) / (den + smooth))[1:].mean()
+    per_class = (1.0 - (2 * inter + smooth) / (den + smooth))[1:]
+    if not present_only:
+        return per_class.mean()
+    present = target.sum(dims)[1:] > 0
+    return (per_class * present).sum() / present.sum().clamp(min=1)
 
 
 def sigmoid_rampup(step: int, rampup_steps: int) -> float:
@@ -111,6 +116,7 @@ class CrossPseudoLabelLoss(nn.Module):
         unsup_ce_weight: weight of the (masked) CE to the pseudo-labels (1, the paper).
         unsup_dice_weight: weight of a masked soft Dice to the pseudo-labels (:func:`masked_dice_loss`, foreground
             classes only): class-balanced, so it does not shrink the structures towards the dominant background.
+        unsup_dice_present_only: that Dice only over the classes present in the pseudo-label batch.
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class CrossPseudoLabelLoss(nn.Module):
         pseudo_label_source: str = "cross",
         unsup_ce_weight: float = 1.0,
         unsup_dice_weight: float = 0.0,
+        unsup_dice_present_only: bool = False,
     ) -> None:
         super().__init__()
         if mode not in PSEUDO_LABEL_MODES:
@@ -137,6 +144,7 @@ class CrossPseudoLabelLoss(nn.Module):
         self.ce_weight, self.dice_weight = ce_weight, dice_weight
         self.confidence_threshold, self.pseudo_label_source = confidence_threshold, pseudo_label_source
         self.unsup_ce_weight, self.unsup_dice_weight = unsup_ce_weight, unsup_dice_weight
+        self.unsup_dice_present_only = unsup_dice_present_only
         sigmoid = mode == "sigmoid_threshold"
         self.dice = DiceLoss(include_background=False, to_onehot_y=False, sigmoid=sigmoid, softmax=not sigmoid,
                              batch=dice_batch)
@@ -186,7 +194,8 @@ class CrossPseudoLabelLoss(nn.Module):
             loss = loss + self.unsup_ce_weight * self._ce(logits, target, mask)
         if self.unsup_dice_weight > 0:
             probs = torch.softmax(logits.float(), 1) if self.mode == "argmax" else torch.sigmoid(logits.float())
-            loss = loss + self.unsup_dice_weight * masked_dice_loss(probs, target, mask)
+            loss = loss + self.unsup_dice_weight * masked_dice_loss(probs, target, mask,
+                                                                    present_only=self.unsup_dice_present_only)
         return loss
 
     def forward(

@@ -43,6 +43,17 @@ def has_known_spacing(img: torch.Tensor) -> bool:
     return not np.allclose(affine, np.eye(affine.shape[0]))
 
 
+def _first_tensor(data: Mapping[Hashable, torch.Tensor], keys, kind: type = torch.Tensor) -> torch.Tensor | None:
+    return next((data[k] for k in keys if k in data and isinstance(data[k], kind)), None)
+
+
+def _last_operation_is(data: Mapping[Hashable, torch.Tensor], keys, name: str) -> bool:
+    """Whether the last transform recorded on the first MetaTensor under ``keys`` is ``name`` (it actually ran)."""
+    first = _first_tensor(data, keys, MetaTensor)
+    ops = first.applied_operations if first is not None else []
+    return bool(ops) and ops[-1].get("class") == name
+
+
 class KnownSpacingd(Spacingd):
     """``Spacingd`` that leaves images without geometry (identity affine) untouched instead of inventing 1 mm.
 
@@ -53,7 +64,7 @@ class KnownSpacingd(Spacingd):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
         d = dict(data)
-        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], torch.Tensor)), None)
+        first = _first_tensor(d, self.keys)
         if first is None or not has_known_spacing(first):
             return d
         prefixes = tuple(f"{k}_" for k in self.keys)
@@ -67,11 +78,7 @@ class KnownSpacingd(Spacingd):
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         """Undo the resampling only where ``__call__`` actually resampled (the last applied operation)."""
         d = dict(data)
-        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], MetaTensor)), None)
-        ops = first.applied_operations if first is not None else []
-        if not ops or ops[-1].get("class") != "SpatialResample":
-            return d
-        return super().inverse(d)
+        return super().inverse(d) if _last_operation_is(d, self.keys, "SpatialResample") else d
 
 
 class FitFieldOfViewd(Resized):
@@ -90,7 +97,7 @@ class FitFieldOfViewd(Resized):
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
         d = dict(data)
-        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], torch.Tensor)), None)
+        first = _first_tensor(d, self.keys)
         if first is None or has_known_spacing(first):
             return d
         h, w = first.shape[1:3]
@@ -101,11 +108,7 @@ class FitFieldOfViewd(Resized):
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         """Undo the resize only where ``__call__`` resized (the last applied operation is this ``Resize``)."""
         d = dict(data)
-        first = next((d[k] for k in self.keys if k in d and isinstance(d[k], MetaTensor)), None)
-        ops = first.applied_operations if first is not None else []
-        if not ops or ops[-1].get("class") != "Resize":
-            return d
-        return super().inverse(d)
+        return super().inverse(d) if _last_operation_is(d, self.keys, "Resize") else d
 
 
 def volume_preprocessing(

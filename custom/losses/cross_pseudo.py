@@ -158,9 +158,12 @@ class CrossPseudoLabelLoss(nn.Module):
             ce = F.binary_cross_entropy_with_logits(logits, target_onehot, reduction="none").mean(dim=1)
         return ce.mean() if mask is None else (ce * mask).mean()
 
-    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        logits = logits.detach().float()
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
         return torch.softmax(logits, dim=1) if self.mode == "argmax" else torch.sigmoid(logits)
+
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return self._activate(logits.detach())
 
     def _confidence_mask(self, probs: torch.Tensor) -> torch.Tensor | None:
         if self.confidence_threshold <= 0:
@@ -180,7 +183,7 @@ class CrossPseudoLabelLoss(nn.Module):
         with ``y`` from the mean probabilities), confident pixels only when a threshold is set; logits (B, C, H, W)."""
         if self.pseudo_label_source == "ensemble":
             probs = (self._probabilities(logits1) + self._probabilities(logits2)) / 2
-            y = hard_pseudo_labels(probs, self.mode if self.mode == "argmax" else "argmax")
+            y = hard_pseudo_labels(probs)  # arg-max of the mean probabilities, whatever the activation
             mask = self._confidence_mask(probs)
             return self._pseudo_term(logits1, y, mask) + self._pseudo_term(logits2, y, mask)
         y1 = hard_pseudo_labels(logits1, self.mode, self.threshold, self.resolve_conflicts)
@@ -193,8 +196,7 @@ class CrossPseudoLabelLoss(nn.Module):
         if self.unsup_ce_weight > 0:
             loss = loss + self.unsup_ce_weight * self._ce(logits, target, mask)
         if self.unsup_dice_weight > 0:
-            probs = torch.softmax(logits.float(), 1) if self.mode == "argmax" else torch.sigmoid(logits.float())
-            loss = loss + self.unsup_dice_weight * masked_dice_loss(probs, target, mask,
+            loss = loss + self.unsup_dice_weight * masked_dice_loss(self._activate(logits), target, mask,
                                                                     present_only=self.unsup_dice_present_only)
         return loss
 

@@ -218,7 +218,7 @@ def test_cli_truncated_label(acdc_dir, protocol_file, tmp_path, capsys):
     label.write_bytes(raw[: len(raw) // 2])
     out = tmp_path / "o.json"
     code, _, err = _run(capsys, "--dataset-dir", acdc_dir, "--protocol", protocol_file, "--labeled", "L1", "--out", out)
-    _assert_failed(code, err, out, str(label), "cannot decode")
+    _assert_failed(code, err, out, str(label), "cannot read as NIfTI")
 
 
 def test_cli_truncated_image(acdc_dir, protocol_file, tmp_path, capsys):
@@ -235,7 +235,7 @@ def test_cli_not_a_nifti(acdc_dir, protocol_file, tmp_path, capsys):
     image.write_text("this is not a NIfTI volume\n")
     out = tmp_path / "o.json"
     code, _, err = _run(capsys, "--dataset-dir", acdc_dir, "--protocol", protocol_file, "--labeled", "L1", "--out", out)
-    _assert_failed(code, err, out, str(image), "not a readable NIfTI")
+    _assert_failed(code, err, out, str(image), "cannot read as NIfTI")
 
 
 def test_cli_4d_image(acdc_dir, protocol_file, tmp_path, capsys):

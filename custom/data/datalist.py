@@ -39,6 +39,7 @@ from custom.data.protocols import (
 )
 
 __all__ = [
+    "check_items",
     "DatasetError",
     "find_acdc_cases",
     "find_mmwhs_cases",
@@ -118,14 +119,14 @@ def _header(path: Path):
     try:
         return nib.load(str(path))
     except Exception as e:  # nibabel raises many types for non-NIfTI or damaged headers
-        raise DatasetError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e})") from None
+        raise DatasetError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e})") from None
 
 
 def _check_image_data(path: Path, img) -> None:
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as e:  # truncated gzip streams, short files
-        raise DatasetError(f"{path}: cannot decode image data ({type(e).__name__}: {e})") from None
+        raise DatasetError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e})") from None
     if not np.isfinite(data).all():
         raise DatasetError(f"{path}: image contains NaN or infinite values")
     if data.size == 0 or data.min() == data.max():
@@ -158,7 +159,7 @@ def check_pair(image: Path, label: Path | None, allowed_labels: Iterable[int] | 
             try:
                 values = np.unique(np.asarray(lab.dataobj))
             except Exception as e:
-                raise DatasetError(f"{label}: cannot decode label data ({type(e).__name__}: {e})") from None
+                raise DatasetError(f"{label}: cannot read as NIfTI ({type(e).__name__}: {e})") from None
             unexpected = sorted(set(values.tolist()) - {float(v) for v in allowed_labels})
             if unexpected:
                 raise DatasetError(
@@ -376,6 +377,16 @@ def load_split(datalist: str | Path, split: str, dataset_dir: str | Path) -> lis
         out.append(item)
     return out
 
+
+
+def check_items(items: Sequence[Mapping[str, Any]], allowed_labels: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """Validate every item (:func:`check_pair`: readable, 3D, finite, not constant, label shape/affine/values) before
+    any work starts, so that a bad file stops a command before it writes anything; returns the items unchanged."""
+    items = [dict(item) for item in items]
+    allowed = None if allowed_labels is None else list(allowed_labels)
+    for item in items:
+        check_pair(Path(item["image"]), Path(item["label"]) if item.get("label") else None, allowed)
+    return items
 
 
 def glob_images(

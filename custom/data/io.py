@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Hashable, Mapping
 
+import nibabel as nib
+import numpy as np
 import torch
 from monai.data import NibabelWriter
 from monai.transforms import LoadImaged, MapTransform
@@ -30,6 +32,15 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _readable(path: object) -> bool:
+    """Whether nibabel reads the whole file (used only after a failure, to name the file that broke it)."""
+    try:
+        np.asanyarray(nib.load(str(path)).dataobj)
+        return True
+    except Exception:
+        return False
+
+
 class CheckedLoadImaged(LoadImaged):
     """``LoadImaged`` whose failures (missing, truncated or non-NIfTI files) raise :class:`DatasetError` naming the file."""
 
@@ -43,7 +54,8 @@ class CheckedLoadImaged(LoadImaged):
             return super().__call__(d, reader)
         except Exception as e:
             cause = _root_cause(e)
-            files = ", ".join(str(d[k]) for k in self.key_iterator(d))
+            files = ", ".join(str(d[k]) for k in self.key_iterator(d) if not _readable(d[k])) or ", ".join(
+                str(d[k]) for k in self.key_iterator(d))
             reason = (str(cause).strip().splitlines() or [""])[0]
             raise DatasetError(f"{files}: cannot read as NIfTI ({type(cause).__name__}: {reason})") from e
 

@@ -137,3 +137,21 @@ def test_schedule_follows_max_epochs_and_unlabeled_glob_replaces_the_datalist():
     items = parser.get_parsed_content("train#unlabeled_dataset#data")
     assert items and all(not i["image"].endswith("_gt.nii.gz") for i in items)
     assert {Path(i["image"]).parent.name for i in items} == {"patient001", "patient002"}
+
+
+def test_weak_to_strong_option_trains_from_the_config(tmp_path):
+    """`weak_to_strong: true` builds the StrongView and the trainer uses it once the pseudo-label term is on."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=[str(CONFIGS / "train.yaml")], workflow_type="train",
+                              bundle_root=str(tmp_path), **TINY, weak_to_strong=True,
+                              confidence_threshold=0.0)  # untrained decoders are never 90 % sure
+    workflow.initialize()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert type(trainer.strong_view).__name__ == "StrongView"
+    unsup = []
+    from ignite.engine import Events
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: unsup.append(float(e.state.output["loss_unsup"])))
+    workflow.run()
+    assert len(unsup) == 4 and unsup[0] == 0.0 and all(u > 0 for u in unsup[1:])  # warm-up = 1 of 4 iterations

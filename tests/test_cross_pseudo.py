@@ -164,3 +164,13 @@ def test_masked_dice_present_only_ignores_absent_classes():
     inter, den = (probs[:, 3] * target[:, 3]).sum(), probs[:, 3].sum() + target[:, 3].sum()
     torch.testing.assert_close(present, 1 - (2 * inter + 1e-5) / (den + 1e-5))
     assert present < all_classes  # absent classes 1, 2 (predicted 0.25 everywhere) no longer count
+
+
+def test_teacher_logits_give_the_pseudo_labels_and_the_student_logits_the_loss():
+    student1, student2, teacher1, teacher2 = (_logits(s) for s in range(4))
+    loss = CrossPseudoLabelLoss("argmax").unsupervised(student1, student2, teacher1, teacher2)
+    ref = F.cross_entropy(student1, teacher2.argmax(1)) + F.cross_entropy(student2, teacher1.argmax(1))
+    torch.testing.assert_close(loss, ref)
+    terms = CrossPseudoLabelLoss("argmax")(student1, student2, torch.zeros(2, 1, 5, 6), student1, student2,
+                                           weight_u=1.0, teacher1_u=teacher1, teacher2_u=teacher2)
+    torch.testing.assert_close(terms["loss_unsup"], ref)

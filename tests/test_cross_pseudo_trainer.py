@@ -51,3 +51,29 @@ def test_supervised_only_never_reads_unlabeled_data():
     trainer.run()
     assert unlabeled.reads == 0 and labeled.reads > 0
     assert float(trainer.state.output["loss_unsup"]) == 0.0
+
+
+def test_weak_to_strong_takes_pseudo_labels_from_the_weak_view_and_the_loss_on_the_strong_view():
+    from custom.data.strong_view import StrongView
+
+    trainer, net, _, unlabeled = _trainer(unsup_weight=1.0, iterations=2)
+    trainer.strong_view = StrongView(cutmix_prob=1.0)
+    calls = []
+    original = trainer.loss_function.forward
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    trainer.loss_function.forward = spy
+    inputs = []
+    net.register_forward_hook(lambda m, args, out: inputs.append(args[0].detach().clone()))
+    trainer.run()
+    assert len(calls) == 2 and len(inputs) == 4  # per iteration: weak (no gradient) + [labeled; strong]
+    weak, joint = inputs[0], inputs[1]
+    assert weak.shape[0] == 2 and joint.shape[0] == 4
+    assert not torch.equal(joint[2:], weak)  # the loss saw a perturbed copy of the unlabeled slices
+    args, kwargs = calls[0]
+    assert kwargs["teacher1_u"] is not None and not kwargs["teacher1_u"].requires_grad
+    assert kwargs["teacher1_u"].shape == args[3].shape
+    assert float(trainer.state.output["loss_unsup"]) > 0

@@ -10,6 +10,7 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
+from custom.data.strong_view import StrongView
 from custom.engines.base import MixedPrecisionTrainer, check_not_empty, distributed_sampler
 from custom.engines.precision import autocast
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule
@@ -42,6 +43,8 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see :func:`resolve_precision`.
         channels_last: run convolutions in channels-last memory format (faster on CPUs and tensor cores).
         warmup_iterations: supervised-only iterations before the pseudo-label term starts.
+        strong_view: perturbation of the unlabeled batch for weak-to-strong pseudo-labels; None: pseudo-labels and
+            loss on the same forward (the paper).
         kwargs: passed to ``SupervisedTrainer`` (``epoch_length``, ``train_handlers``, ...). ``amp`` is replaced by
             ``precision``; outputs are not decollated.
 
@@ -63,6 +66,7 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         precision: str = "auto",
         channels_last: bool = True,
         warmup_iterations: int = 0,
+        strong_view: StrongView | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, precision,
@@ -70,6 +74,7 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         if warmup_iterations < 0:
             raise ValueError(f"warmup_iterations must be >= 0, got {warmup_iterations}")
         self.warmup_iterations = int(warmup_iterations)
+        self.strong_view = strong_view
         if unlabeled_data_loader is not None and unsup_weight != 0:
             check_not_empty(unlabeled_data_loader, "unlabeled_data_loader")
         self.unlabeled_data_loader = unlabeled_data_loader
@@ -113,9 +118,19 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
                                          self.rampup_iterations)
         unlabeled = self._next_unlabeled() if weight_u > 0 else None
         n_labeled = images.shape[0]
-        inputs = images if unlabeled is None else torch.cat([images, self._to_device(unlabeled[Keys.IMAGE])], dim=0)
-
+        teacher1 = teacher2 = None
         engine.network.train()
+        if unlabeled is None:
+            inputs = images
+        else:
+            unlabeled_images = self._to_device(unlabeled[Keys.IMAGE])
+            if self.strong_view is not None:
+                with torch.no_grad(), autocast(engine.state.device, self.autocast_dtype):
+                    weak1, weak2 = engine.network(unlabeled_images)
+                unlabeled_images, boxes = self.strong_view(unlabeled_images)
+                teacher1, teacher2 = boxes.mix(weak1.float()), boxes.mix(weak2.float())
+            inputs = torch.cat([images, unlabeled_images], dim=0)
+
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with autocast(engine.state.device, self.autocast_dtype):
             logits1, logits2 = engine.network(inputs)
@@ -128,6 +143,8 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
             logits1[n_labeled:] if unlabeled is not None else None,
             logits2[n_labeled:] if unlabeled is not None else None,
             weight_u=weight_u,
+            teacher1_u=teacher1,
+            teacher2_u=teacher2,
         )
         loss = terms["loss"]
         engine.state.output.update(

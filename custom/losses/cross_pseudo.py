@@ -178,17 +178,24 @@ class CrossPseudoLabelLoss(nn.Module):
             loss = loss + self.dice_weight * (self.dice(logits1.float(), target) + self.dice(logits2.float(), target))
         return loss
 
-    def unsupervised(self, logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
+    def unsupervised(self, logits1: torch.Tensor, logits2: torch.Tensor, teacher1: torch.Tensor | None = None,
+                     teacher2: torch.Tensor | None = None) -> torch.Tensor:
         """``CE(p1, y2) + CE(p2, y1)`` with detached hard pseudo-labels (``"ensemble"``: ``CE(p1, y) + CE(p2, y)``
-        with ``y`` from the mean probabilities), confident pixels only when a threshold is set; logits (B, C, H, W)."""
+        with ``y`` from the mean probabilities), confident pixels only when a threshold is set; logits (B, C, H, W).
+
+        ``teacher1`` / ``teacher2`` (B, C, H, W): logits the pseudo-labels and confidences are taken from instead of
+        ``logits1`` / ``logits2`` (weak-to-strong: the decoders' outputs on the weak view, the loss on the strong
+        view's ``logits1`` / ``logits2``)."""
+        teacher1 = logits1 if teacher1 is None else teacher1
+        teacher2 = logits2 if teacher2 is None else teacher2
         if self.pseudo_label_source == "ensemble":
-            probs = (self._probabilities(logits1) + self._probabilities(logits2)) / 2
+            probs = (self._probabilities(teacher1) + self._probabilities(teacher2)) / 2
             y = hard_pseudo_labels(probs)  # arg-max of the mean probabilities, whatever the activation
             mask = self._confidence_mask(probs)
             return self._pseudo_term(logits1, y, mask) + self._pseudo_term(logits2, y, mask)
-        y1 = hard_pseudo_labels(logits1, self.mode, self.threshold, self.resolve_conflicts)
-        y2 = hard_pseudo_labels(logits2, self.mode, self.threshold, self.resolve_conflicts)
-        mask1, mask2 = (self._confidence_mask(self._probabilities(x)) for x in (logits1, logits2))
+        y1 = hard_pseudo_labels(teacher1, self.mode, self.threshold, self.resolve_conflicts)
+        y2 = hard_pseudo_labels(teacher2, self.mode, self.threshold, self.resolve_conflicts)
+        mask1, mask2 = (self._confidence_mask(self._probabilities(x)) for x in (teacher1, teacher2))
         return self._pseudo_term(logits1, y2, mask2) + self._pseudo_term(logits2, y1, mask1)
 
     def _pseudo_term(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -208,11 +215,14 @@ class CrossPseudoLabelLoss(nn.Module):
         logits1_u: torch.Tensor | None = None,
         logits2_u: torch.Tensor | None = None,
         weight_u: float = 1.0,
+        teacher1_u: torch.Tensor | None = None,
+        teacher2_u: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Returns ``{"loss", "loss_sup", "loss_unsup"}``; ``loss = loss_sup + weight_u * loss_unsup``."""
+        """Returns ``{"loss", "loss_sup", "loss_unsup"}``; ``loss = loss_sup + weight_u * loss_unsup``; ``teacher*_u``:
+        see :meth:`unsupervised`."""
         sup = self.supervised(logits1, logits2, label)
         if logits1_u is None or logits2_u is None or weight_u == 0:
             unsup = sup.new_zeros(())
         else:
-            unsup = self.unsupervised(logits1_u, logits2_u)
+            unsup = self.unsupervised(logits1_u, logits2_u, teacher1_u, teacher2_u)
         return {"loss": sup + weight_u * unsup, "loss_sup": sup.detach(), "loss_unsup": unsup.detach()}

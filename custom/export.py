@@ -7,7 +7,6 @@ The exported folder is what the MONAI Model Zoo expects of a bundle, plus the co
     OUT_DIR/configs/            the bundle's configs (metadata.json, train/inference/... yaml, logging.conf)
     OUT_DIR/docs/               the bundle's documentation
     OUT_DIR/LICENSE
-    OUT_DIR/large_files.yml     where the Model Zoo downloads models/model.pt from (when the bundle has one)
     OUT_DIR/models/model.pt     the trained weights, a plain state dict (``torch.load(..., weights_only=True)``)
     OUT_DIR/models/encoder.pt   only for a pre-training network: its ``encoder.*`` entries (what ideal_finetune loads)
     OUT_DIR/custom/             this package, vendored: ``custom.paths.bundle_root`` then points at OUT_DIR
@@ -239,7 +238,7 @@ def export_bundle(
         result.settings = _apply_settings(tmp / "configs", settings)
         if (bundle_dir / "docs").is_dir():
             shutil.copytree(bundle_dir / "docs", tmp / "docs", ignore=_IGNORE)
-        for name in ("LICENSE", "large_files.yml"):
+        for name in ("LICENSE", "large_files.yml"):  # large_files.yml: only once weights are published somewhere
             if (bundle_dir / name).is_file():
                 shutil.copy2(bundle_dir / name, tmp / name)
         (tmp / "models").mkdir()
@@ -310,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status (0, or 1 with ``error: ...`` on stderr)."""
     parser = argparse.ArgumentParser(
         prog="python -m custom.export",
-        description="Write a self-contained MONAI bundle: configs, docs, LICENSE, large_files.yml, models/model.pt, "
+        description="Write a self-contained MONAI bundle: configs, docs, LICENSE, models/model.pt, "
         "the vendored custom/ package and the committed datalists.",
     )
     parser.add_argument("bundle_dir", help="bundle folder, e.g. bundles/ideal_finetune")

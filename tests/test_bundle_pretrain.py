@@ -54,6 +54,24 @@ def test_pretrain_bundle_exports_a_loadable_encoder(tmp_path):
     assert "Epoch[3] Complete" in log and "Epoch[2] Complete" not in log
     assert torch.load(models / "last_checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 6
 
+    # inference.yaml: the trained dense head's unit-length embeddings of a NIfTI volume, one grid per slice
+    import nibabel as nib
+    import numpy as np
+
+    from custom.paths import default_dataset
+
+    volume = Path(default_dataset("acdc")) / "patient017" / "patient017_frame01.nii.gz"
+    out = tmp_path / "embeddings"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(CONFIGS / "inference.yaml"),
+           "--bundle_root", str(tmp_path), "--backbone", "resnet18", "--spatial_size", "64",
+           "--input_glob", str(volume), "--output_dir", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    emb = np.load(out / "patient017_frame01_embedding.npy")
+    assert emb.shape == (nib.load(str(volume)).shape[2], 128, 2, 2)  # stride 32 at 64 px
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
+    assert np.abs(emb[0] - emb[-1]).max() > 1e-3  # apex and base slices embed differently
+
 
 @pytest.mark.skipif(not SCHEMA.is_file(), reason=f"offline metadata schema not found at {SCHEMA}")
 @pytest.mark.filterwarnings("ignore:No hash value provided")

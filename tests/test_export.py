@@ -68,7 +68,7 @@ def test_exported_finetune_bundle_runs_inference_without_the_repository(tmp_path
 
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     for expected in ("configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "docs/README.md",
-                     "LICENSE", "large_files.yml", "models/model.pt", "custom/__init__.py", "custom/paths.py",
+                     "LICENSE", "models/model.pt", "custom/__init__.py", "custom/paths.py",
                      "custom/export.py", "custom/networks/dual_decoder.py", "datalists/synthetic_acdc_L2_c1.json",
                      "datalists/protocols/acdc_paper.json"):
         assert expected in files, expected
@@ -109,7 +109,7 @@ def test_export_pretrain_bundle_adds_encoder_weights(tmp_path):
     encoder = torch.load(out / "models" / "encoder.pt", weights_only=True)
     assert set(encoder) == {k for k in model if k.startswith("encoder.")} and encoder
     assert json.loads((out / "configs" / "metadata.json").read_text())["name"] == "IDEAL contrastive pre-training"
-    assert (out / "large_files.yml").is_file() and (out / "custom" / "paths.py").is_file()
+    assert (out / "configs" / "inference.yaml").is_file() and (out / "custom" / "paths.py").is_file()
 
 
 def test_export_errors_name_the_problem(tmp_path, capsys):

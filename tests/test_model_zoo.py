@@ -4,6 +4,7 @@ ResNet-18 for speed (the configs' ``backbone`` override); TorchScript export for
 """
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -38,23 +39,9 @@ def test_finetune_network_in_out_matches_metadata():
 
 
 def test_pretrain_network_in_out_matches_metadata():
-    # verify_net_in_out reads `output.shape[1]` of the network's output, and ContrastivePretrainNet returns the tuple
-    # (dense, global) (MONAI 1.6.1 fails with "'tuple' object has no attribute 'shape'"), so the shapes declared in
-    # metadata.json are checked here directly, on the network built from train.yaml's network_def.
-    meta = _meta(PRETRAIN)["network_data_format"]
-    image, dense_meta, global_meta = meta["inputs"]["image"], meta["outputs"]["pred"], meta["outputs"]["global"]
-    parser = ConfigParser()
-    parser.read_config(str(PRETRAIN / "train.yaml"))
-    parser["backbone"] = "resnet18"
-    net = parser.get_parsed_content("network_def")
-    assert isinstance(net, ContrastivePretrainNet)
-    net.eval()
-    x = torch.rand(2, image["num_channels"], *image["spatial_shape"], dtype=getattr(torch, image["dtype"]))
-    with torch.no_grad():
-        dense, global_ = net(x)
-    assert dense.shape == (2, dense_meta["num_channels"], *dense_meta["spatial_shape"])
-    assert global_.shape == (2, global_meta["num_channels"], *global_meta["spatial_shape"])
-    assert dense.dtype == getattr(torch, dense_meta["dtype"]) and global_.dtype == getattr(torch, global_meta["dtype"])
+    # inference.yaml's network_def: unit-length dense embeddings, 128 channels on the stride-32 grid (4 x 4 at 128 px)
+    verify_net_in_out(net_id="network_def", meta_file=str(PRETRAIN / "metadata.json"),
+                      config_file=str(PRETRAIN / "inference.yaml"), device="cpu", backbone="resnet18")
 
 
 # MONAI's ResNet-18/34 ("type A" shortcut) concatenate `out.data`: traced, the shortcut became a constant of the trace
@@ -138,21 +125,33 @@ def test_pretrain_saver_writes_plain_state_dicts(tmp_path):
     assert set(encoder) == {k for k in model if k.startswith("encoder.")}
 
 
-@pytest.mark.filterwarnings("ignore:No hash value provided")
-@pytest.mark.parametrize("bundle", ["ideal_finetune", "ideal_pretrain"])
-def test_large_files_yml(tmp_path, bundle):
-    from monai.bundle import download_large_files
+ZOO_CI = Path(__file__).resolve().parent / "model_zoo_ci"
 
-    source = BUNDLES / bundle / "large_files.yml"
-    entries = ConfigParser.load_config_file(str(source))["large_files"]
-    assert "models/model.pt" in [e["path"] for e in entries]
-    for e in entries:
-        assert set(e) == {"path", "url", "hash_val", "hash_type"}
-        assert e["url"].startswith("https://placeholder.invalid/")  # no published weights yet: see the file's comment
-    # in a bundle that already holds the files (an export), download_large_files keeps them and downloads nothing
-    (tmp_path / "large_files.yml").write_text(source.read_text())
-    for e in entries:
-        (tmp_path / e["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / e["path"]).write_bytes(b"weights")
-    download_large_files(bundle_path=str(tmp_path))
-    assert all((tmp_path / e["path"]).read_bytes() == b"weights" for e in entries)
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCHEMA.is_file(), reason=f"offline Model Zoo schema not found at {SCHEMA}")
+@pytest.mark.parametrize("bundle,backbone", [(b, k) for b in ("ideal_finetune", "ideal_pretrain")
+                                             for k in ("resnet18", "resnet34", "resnet50")])
+def test_model_zoo_full_verification(tmp_path, bundle, backbone):
+    """The Zoo's own `ci/verify_bundle.py -m full` (vendored unchanged, see model_zoo_ci/README.md) on the bundle as
+    `custom.export` writes it: files, version and changelog, metadata schema, inference properties, network
+    input/output shapes against metadata.json, and TorchScript export of models/model.pt."""
+    import subprocess
+    import sys
+
+    from custom.export import export_bundle
+
+    models = tmp_path / "models"
+    net = (DualDecoderUNet(backbone) if bundle == "ideal_finetune" else ContrastivePretrainNet(backbone))
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    export_bundle(BUNDLES / bundle, models / bundle, weights=tmp_path / "weights.pt", settings=[f"backbone={backbone}"])
+    (models / "model_info.json").write_text("{}")  # the Zoo's registry of released versions: none of ours
+    (models / bundle / "eval").mkdir()
+    (models / bundle / "eval" / "schema.json").write_bytes(SCHEMA.read_bytes())  # offline: the schema it would fetch
+    proc = subprocess.run([sys.executable, str(ZOO_CI / "verify_bundle.py"), "-b", bundle, "-p", str(models), "-m", "full"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "export weights into TorchScript module successfully" in proc.stdout
+    assert (models / bundle / "models" / "verify_model.ts").is_file()
+

@@ -40,3 +40,19 @@ def test_invalid_arguments():
         ContrastivePretrainNet("resnet18", feature_level=5)
     with pytest.raises(ValueError, match="backbone"):
         ContrastivePretrainNet("vgg16")
+
+
+def test_dense_embedding_net_is_the_normalised_dense_head_and_scripts():
+    from custom.networks.pretrain_net import DenseEmbeddingNet
+
+    torch.manual_seed(0)
+    train_net = ContrastivePretrainNet("resnet18", feature_level=3).eval()
+    net = DenseEmbeddingNet("resnet18", feature_level=3).eval()
+    net.load_state_dict(train_net.state_dict())  # same keys: the pre-training model.pt loads as it is
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        dense, _ = train_net(x)
+        emb = net(x)
+        scripted = torch.jit.script(net)(x)
+    torch.testing.assert_close(emb, torch.nn.functional.normalize(dense, dim=1))
+    torch.testing.assert_close(scripted, emb)

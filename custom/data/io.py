@@ -15,7 +15,7 @@ from monai.transforms import LoadImaged, MapTransform
 
 from custom.data.datalist import DatasetError
 
-__all__ = ["CheckedLoadImaged", "ValidateVolumed", "AtomicNibabelWriter"]
+__all__ = ["CheckedLoadImaged", "ValidateVolumed", "AtomicNibabelWriter", "SaveEmbeddingd"]
 
 
 def _source(data: Mapping[Hashable, object], key: Hashable) -> str:
@@ -122,3 +122,42 @@ class AtomicNibabelWriter(NibabelWriter):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _source_stem(data: Mapping[Hashable, object], key: Hashable) -> str:
+    name = Path(_source(data, key)).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+class SaveEmbeddingd(MapTransform):
+    """Write the dense embedding map of a volume to ``output_dir/<input name>_embedding.npy``, atomically.
+
+    The map under ``keys`` is ``(D, h, w, S)`` (channels, embedding grid, slices; what ``SliceInferer`` gives for a
+    network with stride ``s``); the file holds it as ``(S, D, h, w)`` float32, one embedding per slice and cell, in
+    the preprocessed slice's frame (``h = spatial_size / s``). The name comes from the ``meta_key``'s source file.
+    """
+
+    def __init__(self, keys, output_dir: str | os.PathLike, meta_key: Hashable = "image", postfix: str = "embedding") -> None:
+        super().__init__(keys)
+        self.output_dir, self.meta_key, self.postfix = Path(output_dir), meta_key, postfix
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            emb = torch.as_tensor(d[key]).detach().float().cpu()
+            if emb.ndim != 4:
+                raise ValueError(f"expected a (D, h, w, S) embedding map, got shape {tuple(emb.shape)}")
+            target = self.output_dir / f"{_source_stem(d, self.meta_key)}_{self.postfix}.npy"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".npy")
+            os.close(fd)
+            try:
+                np.save(tmp, emb.permute(3, 0, 1, 2).contiguous().numpy())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return d

@@ -10,7 +10,7 @@ from torch import nn
 from custom.networks.encoder import ENCODER_CHANNELS, build_encoder
 from custom.networks.heads import DenseProjectionHead, GlobalProjectionHead
 
-__all__ = ["ContrastivePretrainNet"]
+__all__ = ["ContrastivePretrainNet", "DenseEmbeddingNet"]
 
 #: output stride of each level of the encoder's feature pyramid
 FEATURE_STRIDES: tuple[int, ...] = (2, 4, 8, 16, 32)
@@ -42,6 +42,8 @@ class ContrastivePretrainNet(nn.Module):
           and ``(B, global_channels)``; not normalised (the losses normalise). With ``return_features=True`` a
           third item, the encoder map at ``feature_level`` ``(B, C, H / s, W / s)``, for feature-based matching.
     """
+
+    __jit_unused_properties__ = ["stride"]  # Python-side helper; TorchScript cannot read the module-level tuple
 
     def __init__(
         self,
@@ -84,3 +86,19 @@ class ContrastivePretrainNet(nn.Module):
         level = features[self.feature_level]
         dense, global_ = self.dense_head(level), self.global_head(features[-1])
         return (dense, global_, level) if return_features else (dense, global_)
+
+
+class DenseEmbeddingNet(ContrastivePretrainNet):
+    """:class:`ContrastivePretrainNet` for inference: one output, the L2-normalised dense embedding map.
+
+    Same parameters and state-dict keys as :class:`ContrastivePretrainNet`, so the pre-training bundle's
+    ``models/model.pt`` loads into it as it is (and exports to TorchScript, one tensor out).
+
+    Shape:
+        - input ``x``: ``(B, in_channels, H, W)``, ``H`` and ``W`` divisible by 32.
+        - output: ``(B, dense_channels, H / s, W / s)``, unit length along the channels.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        features = self.encoder(x)
+        return torch.nn.functional.normalize(self.dense_head(features[self.feature_level]).float(), dim=1)

@@ -77,3 +77,21 @@ def test_weak_to_strong_takes_pseudo_labels_from_the_weak_view_and_the_loss_on_t
     assert kwargs["teacher1_u"] is not None and not kwargs["teacher1_u"].requires_grad
     assert kwargs["teacher1_u"].shape == args[3].shape
     assert float(trainer.state.output["loss_unsup"]) > 0
+
+
+def test_pasted_labeled_boxes_are_taught_with_their_labels():
+    from custom.data.strong_view import StrongView
+
+    trainer, net, _, _ = _trainer(unsup_weight=1.0, iterations=1)
+    trainer.strong_view = StrongView(intensity_prob=0.0, blur_prob=0.0, cutmix_prob=1.0)
+    trainer.paste_labeled = True
+    calls = []
+    original = trainer.loss_function.forward
+    trainer.loss_function.forward = lambda *a, **k: calls.append((a, k)) or original(*a, **k)
+    trainer.run()
+    (args, kwargs), = calls
+    labels, teacher = args[2], kwargs["teacher1_u"]
+    # every pixel of the labeled batch's classes appears as a certain target inside some pasted box
+    certain = teacher.softmax(1).max(1).values > 0.999
+    assert certain.any()
+    assert set(teacher.argmax(1)[certain].unique().tolist()) <= set(labels.unique().tolist())

@@ -71,3 +71,25 @@ def test_invalid_arguments():
         StrongView(cutmix_area=(0.5, 0.2))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         StrongView()(torch.rand(3, 8, 8))
+
+
+def test_boxes_can_come_from_another_batch_and_carry_its_targets():
+    torch.manual_seed(4)
+    unlabeled, labeled = _images(b=4), torch.rand(3, 1, 32, 40) + 5.0  # labeled intensities are distinguishable
+    view = StrongView(intensity_prob=0.0, blur_prob=0.0, cutmix_prob=1.0, cutmix_area=(0.3, 0.3))
+    strong, boxes = view(unlabeled, paste_from=labeled)
+    assert ((boxes.source >= 0) & (boxes.source < 3)).all()
+    for b in range(4):
+        box = boxes.box[b, 0]
+        assert box.any()
+        torch.testing.assert_close(strong[b, 0][box], labeled[int(boxes.source[b]), 0][box])
+        torch.testing.assert_close(strong[b, 0][~box], unlabeled[b, 0][~box])
+    truth = torch.randn(3, 4, 32, 40)
+    weak = torch.randn(4, 4, 32, 40)
+    mixed = boxes.mix(weak, pasted=truth)
+    for b in range(4):
+        box = boxes.box[b, 0]
+        torch.testing.assert_close(mixed[b][:, box], truth[int(boxes.source[b])][:, box])
+        torch.testing.assert_close(mixed[b][:, ~box], weak[b][:, ~box])
+    with pytest.raises(ValueError, match="paste_from"):
+        view(unlabeled, paste_from=torch.rand(2, 1, 16, 16))

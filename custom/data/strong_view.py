@@ -23,7 +23,7 @@ __all__ = ["CutMixBoxes", "StrongView"]
 
 @dataclass
 class CutMixBoxes:
-    """Per-slice boxes pasted from slice ``source[b]`` into slice ``b``.
+    """Per-slice boxes pasted from slice ``source[b]`` (of the same batch, or of another batch) into slice ``b``.
 
     Attributes:
         source: (B,) index of the slice each box comes from.
@@ -33,14 +33,18 @@ class CutMixBoxes:
     source: torch.Tensor
     box: torch.Tensor
 
-    def mix(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the same paste to any per-pixel tensor (B, C, H, W) or (B, H, W): images, logits, masks."""
+    def mix(self, x: torch.Tensor, pasted: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the same paste to any per-pixel tensor (B, C, H, W) or (B, H, W): images, logits, masks.
+
+        ``pasted``: the batch the boxes come from when it is not ``x`` itself (e.g. the labeled slices' one-hot
+        masks, when boxes of labeled slices were pasted into unlabeled ones)."""
         box = self.box.to(x.device)
         if x.ndim == 3:
             box = box[:, 0]
         elif x.ndim != 4:
             raise ValueError(f"expected (B, C, H, W) or (B, H, W), got shape {tuple(x.shape)}")
-        return torch.where(box, x[self.source.to(x.device)], x)
+        source = x if pasted is None else pasted.to(x.device, x.dtype)
+        return torch.where(box, source[self.source.to(x.device)], x)
 
 
 def _uniform(n: int, low: float, high: float) -> torch.Tensor:
@@ -62,6 +66,8 @@ class StrongView:
         cutmix_area: (min, max) fraction of the slice area the box covers; aspect ratio in (0.5, 2).
 
     ``StrongView()(images) -> (strong, boxes)``; ``boxes.mix(t)`` moves any per-pixel tensor like the images.
+    ``StrongView()(images, paste_from=labeled)`` pastes the boxes from the slices of ``labeled`` instead (labeled
+    content in unlabeled context, as in bidirectional copy-paste, BCP); ``boxes.mix(t, pasted=t_labeled)``.
     """
 
     def __init__(
@@ -85,14 +91,19 @@ class StrongView:
         self.noise_std, self.blur_prob, self.blur_sigma = noise_std, blur_prob, tuple(blur_sigma)
         self.cutmix_prob, self.cutmix_area = cutmix_prob, tuple(cutmix_area)
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, CutMixBoxes]:
-        """images (B, C, H, W) -> strong view (B, C, H, W) (same dtype, device, memory format) and its boxes."""
+    def __call__(self, images: torch.Tensor, paste_from: torch.Tensor | None = None) -> tuple[torch.Tensor, CutMixBoxes]:
+        """images (B, C, H, W) -> strong view (B, C, H, W) (same dtype, device, memory format) and its boxes;
+        ``paste_from`` (B', C, H, W): the slices the boxes come from (default: the other slices of ``images``)."""
         if images.ndim != 4:
             raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(images.shape)}")
-        boxes = self.cutmix_boxes(images.shape[0], images.shape[-2], images.shape[-1])
+        if paste_from is not None and (paste_from.ndim != 4 or paste_from.shape[1:] != images.shape[1:]):
+            raise ValueError(f"paste_from must be (B', C, H, W) like images {tuple(images.shape)}, got {tuple(paste_from.shape)}")
+        n_sources = None if paste_from is None else paste_from.shape[0]
+        boxes = self.cutmix_boxes(images.shape[0], images.shape[-2], images.shape[-1], n_sources)
         x = self._intensity(images.float())
         x = self._blur(x)
-        x = boxes.mix(x)  # after the per-slice changes: the pasted box keeps its own slice's look
+        # after the per-slice changes: a box from the same batch keeps its own slice's look
+        x = boxes.mix(x, None if paste_from is None else self._intensity(paste_from.float()))
         strong = x.to(images.dtype)
         if images.is_contiguous(memory_format=torch.channels_last):
             strong = strong.contiguous(memory_format=torch.channels_last)
@@ -110,9 +121,10 @@ class StrongView:
         noise = torch.where(on, _uniform(n, 0.0, self.noise_std), torch.zeros(n))
         eps = torch.randn(x.shape)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * self._per_slice(contrast, x) + mean + self._per_slice(shift, x)
-        x = x.clamp(0.0, 1.0) ** self._per_slice(gamma, x)
-        return x + self._per_slice(noise, x) * eps.to(x.device, x.dtype)
+        y = (x - mean) * self._per_slice(contrast, x) + mean + self._per_slice(shift, x)
+        y = y.clamp(min=0.0) ** self._per_slice(gamma, x)
+        y = y + self._per_slice(noise, x) * eps.to(x.device, x.dtype)
+        return torch.where(self._per_slice(on, x).bool(), y, x)  # slices drawn "off" stay exactly as they were
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -132,8 +144,9 @@ class StrongView:
         y = F.conv2d(y, k.view(b * c, 1, -1, 1), groups=b * c).reshape(b, c, h, w)
         return torch.where(self._per_slice(on, x).bool(), y, x)
 
-    def cutmix_boxes(self, batch: int, height: int, width: int) -> CutMixBoxes:
-        """Draw one box per slice (B, 1, H, W) and the slice it is pasted from (another slice of the batch)."""
+    def cutmix_boxes(self, batch: int, height: int, width: int, num_sources: int | None = None) -> CutMixBoxes:
+        """Draw one box per slice (B, 1, H, W) and the slice it is pasted from: another slice of the batch, or with
+        ``num_sources`` any slice of another batch of that size."""
         on = torch.rand(batch) < self.cutmix_prob
         area = _uniform(batch, *self.cutmix_area) * height * width
         aspect = torch.exp(_uniform(batch, math.log(0.5), math.log(2.0)))
@@ -141,10 +154,15 @@ class StrongView:
         bw = (area / aspect).sqrt().clamp(1, width).round().long()
         top = (torch.rand(batch) * (height - bh + 1)).long()
         left = (torch.rand(batch) * (width - bw + 1)).long()
-        shift = torch.randint(1, batch, (batch,)) if batch > 1 else torch.zeros(batch, dtype=torch.long)
-        source = (torch.arange(batch) + shift) % max(batch, 1)  # never the slice itself when batch > 1
+        if num_sources is not None:
+            source = torch.randint(0, max(num_sources, 1), (batch,))
+            possible = num_sources > 0
+        else:
+            shift = torch.randint(1, batch, (batch,)) if batch > 1 else torch.zeros(batch, dtype=torch.long)
+            source = (torch.arange(batch) + shift) % max(batch, 1)  # never the slice itself when batch > 1
+            possible = batch > 1
         rows, cols = torch.arange(height)[None, :, None], torch.arange(width)[None, None, :]
         box = ((rows >= top[:, None, None]) & (rows < (top + bh)[:, None, None])
                & (cols >= left[:, None, None]) & (cols < (left + bw)[:, None, None]))
-        box &= (on & (batch > 1))[:, None, None]
+        box &= (on & possible)[:, None, None]
         return CutMixBoxes(source=source, box=box[:, None])

@@ -22,6 +22,12 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return network.module if hasattr(network, "module") else network
 
 
+def _certain_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Labels (B, 1, H, W) -> logits (B, C, H, W) whose softmax / sigmoid is (nearly) their one-hot: +-20."""
+    onehot = torch.nn.functional.one_hot(labels[:, 0].long(), num_classes).movedim(-1, 1).float()
+    return (2 * onehot - 1) * 20.0
+
+
 class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
     """:class:`MixedPrecisionTrainer` whose iteration takes a labeled batch and an unlabeled batch.
 
@@ -45,6 +51,7 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         warmup_iterations: supervised-only iterations before the pseudo-label term starts.
         strong_view: perturbation of the unlabeled batch for weak-to-strong pseudo-labels; None: pseudo-labels and
             loss on the same forward (the paper).
+        paste_labeled: with ``strong_view``, paste its CutMix boxes from the labeled batch (targets: the labels).
         kwargs: passed to ``SupervisedTrainer`` (``epoch_length``, ``train_handlers``, ...). ``amp`` is replaced by
             ``precision``; outputs are not decollated.
 
@@ -67,6 +74,7 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         channels_last: bool = True,
         warmup_iterations: int = 0,
         strong_view: StrongView | None = None,
+        paste_labeled: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, precision,
@@ -74,7 +82,7 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         if warmup_iterations < 0:
             raise ValueError(f"warmup_iterations must be >= 0, got {warmup_iterations}")
         self.warmup_iterations = int(warmup_iterations)
-        self.strong_view = strong_view
+        self.strong_view, self.paste_labeled = strong_view, bool(paste_labeled)
         if unlabeled_data_loader is not None and unsup_weight != 0:
             check_not_empty(unlabeled_data_loader, "unlabeled_data_loader")
         self.unlabeled_data_loader = unlabeled_data_loader
@@ -127,8 +135,13 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
             if self.strong_view is not None:
                 with torch.no_grad(), autocast(engine.state.device, self.autocast_dtype):
                     weak1, weak2 = engine.network(unlabeled_images)
-                unlabeled_images, boxes = self.strong_view(unlabeled_images)
-                teacher1, teacher2 = boxes.mix(weak1.float()), boxes.mix(weak2.float())
+                if self.paste_labeled:
+                    unlabeled_images, boxes = self.strong_view(unlabeled_images, paste_from=images)
+                    truth = _certain_logits(labels, weak1.shape[1])
+                else:
+                    unlabeled_images, boxes = self.strong_view(unlabeled_images)
+                    truth = None
+                teacher1, teacher2 = boxes.mix(weak1.float(), truth), boxes.mix(weak2.float(), truth)
             inputs = torch.cat([images, unlabeled_images], dim=0)
 
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)

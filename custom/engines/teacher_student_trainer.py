@@ -116,8 +116,8 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
         rampup_iterations: iterations of the sigmoid ramp-up of lambda_u (0: constant).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see :func:`resolve_precision`.
         channels_last: run convolutions in channels-last memory format.
-        strong_view: must be None (the key the fine-tuning config passes to its trainer; weak-to-strong pseudo-labels
-            are an option of :class:`CrossPseudoLabelTrainer`).
+        strong_view, paste_labeled: must be None / False (keys the fine-tuning config passes to its trainer;
+            weak-to-strong pseudo-labels are an option of :class:`CrossPseudoLabelTrainer`).
         kwargs: passed to ``SupervisedTrainer`` (``epoch_length``, ``train_handlers``, ...).
 
     ``engine.state.output``: ``image``, ``label``, ``pred`` (decoder-1 logits of the labeled batch), ``loss``,
@@ -144,9 +144,10 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
         precision: str = "auto",
         channels_last: bool = True,
         strong_view: Any = None,
+        paste_labeled: bool = False,
         **kwargs: Any,
     ) -> None:
-        if strong_view is not None:  # the fine-tuning config passes the key to whichever trainer it builds
+        if strong_view is not None or paste_labeled:  # the fine-tuning config passes the key to whichever trainer it builds
             raise ValueError("weak_to_strong is an option of the cross pseudo-label trainer, not of the baselines")
         if teacher not in TEACHER_MODES:
             raise ValueError(f"teacher must be one of {TEACHER_MODES}, got {teacher!r}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Hashable, Mapping
+from typing import Hashable, Iterator, Mapping
 
 import nibabel as nib
 import numpy as np
@@ -107,21 +108,29 @@ class ValidateVolumed(MapTransform):
         return d
 
 
+@contextmanager
+def atomic_output(target: str | os.PathLike, suffix: str) -> Iterator[str]:
+    """Yield a temporary path beside ``target`` (ending in ``suffix``, for writers that go by the extension); on
+    success rename it to ``target``, on any failure remove it: readers never see a half-written output."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class AtomicNibabelWriter(NibabelWriter):
     """``NibabelWriter`` that writes to a temporary file beside the target and renames it: no half-written outputs."""
 
     def write(self, filename, verbose: bool = False, **obj_kwargs):
         target = Path(filename)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        suffix = "".join(target.suffixes) or ".nii.gz"
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-        os.close(fd)
-        try:
+        with atomic_output(target, "".join(target.suffixes) or ".nii.gz") as tmp:
             super().write(tmp, verbose=verbose, **obj_kwargs)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def _source_stem(data: Mapping[Hashable, object], key: Hashable) -> str:
@@ -151,13 +160,6 @@ class SaveEmbeddingd(MapTransform):
             if emb.ndim != 4:
                 raise ValueError(f"expected a (D, h, w, S) embedding map, got shape {tuple(emb.shape)}")
             target = self.output_dir / f"{_source_stem(d, self.meta_key)}_{self.postfix}.npy"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".npy")
-            os.close(fd)
-            try:
+            with atomic_output(target, ".npy") as tmp:
                 np.save(tmp, emb.permute(3, 0, 1, 2).contiguous().numpy())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
         return d

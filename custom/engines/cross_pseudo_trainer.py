@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from custom.data.strong_view import StrongView
 from custom.engines.base import MixedPrecisionTrainer, check_not_empty, distributed_sampler
 from custom.engines.precision import autocast
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule
+from custom.losses.cross_pseudo import CrossPseudoLabelLoss, one_hot_labels, unsup_weight_schedule
 
 __all__ = ["CrossPseudoLabelTrainer"]
 
@@ -24,8 +24,7 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
 
 def _certain_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Labels (B, 1, H, W) -> logits (B, C, H, W) whose softmax / sigmoid is (nearly) their one-hot: +-20."""
-    onehot = torch.nn.functional.one_hot(labels[:, 0].long(), num_classes).movedim(-1, 1).float()
-    return (2 * onehot - 1) * 20.0
+    return (2 * one_hot_labels(labels, num_classes) - 1) * 20.0
 
 
 class CrossPseudoLabelTrainer(MixedPrecisionTrainer):

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from monai.losses import DiceLoss
 from torch import nn
 
-__all__ = ["CrossPseudoLabelLoss", "hard_pseudo_labels", "masked_dice_loss", "sigmoid_rampup", "unsup_weight_schedule", "PSEUDO_LABEL_MODES",
+__all__ = ["CrossPseudoLabelLoss", "hard_pseudo_labels", "masked_dice_loss", "one_hot_labels", "sigmoid_rampup", "unsup_weight_schedule", "PSEUDO_LABEL_MODES",
            "PSEUDO_LABEL_SOURCES"]
 
 PSEUDO_LABEL_MODES = ("argmax", "sigmoid_threshold")
@@ -58,6 +58,11 @@ def hard_pseudo_labels(
             return on
         single = on.sum(dim=1, keepdim=True) == 1
         return torch.where(single, on, winner)
+
+
+def one_hot_labels(label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class-index labels (B, 1, H, W) -> one-hot float (B, C, H, W)."""
+    return F.one_hot(label[:, 0].long(), num_classes).movedim(-1, 1).float()
 
 
 def masked_dice_loss(probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
@@ -172,7 +177,7 @@ class CrossPseudoLabelLoss(nn.Module):
 
     def supervised(self, logits1: torch.Tensor, logits2: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """logits (B, C, H, W); label (B, 1, H, W) class indices -> ``CE(p1, m) + CE(p2, m)`` [+ Dice terms]."""
-        target = F.one_hot(label[:, 0].long(), logits1.shape[1]).movedim(-1, 1).float()
+        target = one_hot_labels(label, logits1.shape[1])
         loss = self.ce_weight * (self._ce(logits1, target) + self._ce(logits2, target))
         if self.dice_weight > 0:
             loss = loss + self.dice_weight * (self.dice(logits1.float(), target) + self.dice(logits2.float(), target))

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nib
@@ -70,13 +71,17 @@ def test_resume_continues_to_the_configured_iteration(trained, tmp_path):
     assert any(not torch.equal(final["network"][k], source["network"][k]) for k in source["network"])
 
 
-def test_evaluate_writes_per_case_metrics(trained):
-    run("evaluating", config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
-        bundle_root=str(trained), eval_split="validation", **TINY)
+def test_evaluate_writes_per_case_metrics(trained, caplog):
+    with caplog.at_level(logging.INFO, logger="train_log"):
+        run("evaluating", config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+            bundle_root=str(trained), eval_split="validation", **TINY)
+    progress = [r.getMessage() for r in caplog.records if r.name == "train_log"]
     with open(trained / "eval" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     datalist = json.loads((Path(__file__).resolve().parents[1] / "datalists" / "synthetic_acdc_L2_c1.json").read_text())
     assert len(rows) == len(datalist["validation"])
+    n = len(rows)
+    assert progress[0] == f"evaluating: volumes 0..{n}" and progress[-1].startswith(f"evaluating finished: {n} volumes")
     for row in rows:
         for s in ("RV", "MYO", "LV"):
             assert 0.0 <= float(row[f"dice_{s}"]) <= 1.0

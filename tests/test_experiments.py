@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,6 +135,10 @@ def test_runner_writes_results_and_a_rerun_skips_finished_runs(tmp_path, capsys)
 
     argv = _experiment(tmp_path, 2, 2, 1, ["supervised", "ideal"], ["L1", "L2"])
     assert main(argv) == 0
+    printed = capsys.readouterr().out
+    # runs done / total, and an ETA while runs are left: 3, 2, 1 left after the first three, none after the last
+    assert [f"; {k} run(s) left, ETA " in printed for k in (3, 2, 1)] == [True] * 3 and " 0 run(s) left" not in printed
+    assert re.search(r"\[4/4\] [^\n]*mean Dice [0-9.]+, [0-9.]+ min training\n", printed)
     out = tmp_path / "out"
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))

@@ -28,3 +28,16 @@ def test_banner_estimate_eta_and_end(caplog):
     assert [line.split(",")[0] for line in eta] == ["iteration 5/20", "iteration 10/20", "iteration 15/20", "iteration 20/20"]
     assert "ETA" in eta[0]
     assert lines[-1].startswith("training finished: 20 iterations in ")
+
+
+def test_evaluator_reports_volumes(caplog):
+    engine = Engine(lambda e, b: None)
+    TrainingProgress(task="evaluating", unit="volumes", estimate_after=2, log_interval=2,
+                     progress_bar=False).attach(engine)
+    with caplog.at_level(logging.INFO, logger="train_log"):
+        engine.run(range(4), max_epochs=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "train_log"]
+    assert lines[0] == "evaluating: volumes 0..4"
+    assert "remaining 2 volumes" in lines[1] and "s/volume so far)" in lines[1]  # no "validation not included"
+    assert [line.split(",")[0] for line in lines if line.startswith("volume ")] == ["volume 4/4"]
+    assert lines[-1].startswith("evaluating finished: 4 volumes in ")

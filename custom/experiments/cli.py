@@ -55,6 +55,15 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _eta(run_seconds: list[float], pending: int) -> str:
+    """``; ETA ...`` for ``pending`` runs at the mean wall time of the runs of this invocation ('' when none left)."""
+    if pending <= 0 or not run_seconds:
+        return ""
+    seconds = pending * sum(run_seconds) / len(run_seconds)
+    finish = time.strftime("%H:%M", time.localtime(time.time() + seconds))
+    return f"; {pending} run(s) left, ETA {seconds / 60:.0f} min (about {finish})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     from custom.paths import default_dataset
@@ -120,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except RunFailed as e:
                 failures.append(f"pretrain/{kind}: {e}")
                 _log(f"FAILED pre-training {kind}: {e}")
+        pending = sum(not (out / "runs" / spec.name / "result.json").is_file() for spec in specs)
+        trained_s: list[float] = []
         for n, spec in enumerate(specs, 1):
             if spec.method.pretraining and spec.method.pretraining not in encoders:
                 failures.append(f"{spec.name}: skipped, its pre-training failed")
@@ -134,15 +145,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = {"method": spec.method.name, "fraction": spec.fraction, "subset": spec.subset, "seed": spec.seed,
                      "profile": profile.name, "eval_split": args.eval_split,
                      "fraction_percent": round(100 * labeled_sets.get(spec.fraction, 0.0), 3) or None}
+            started = time.perf_counter()
             try:
                 result = run.run(extra, log=_log)
             except RunFailed as e:
                 failures.append(f"{spec.name}: {e}")
                 _log(f"FAILED {spec.name}: {e}")
                 continue
+            finally:
+                trained_s.append(time.perf_counter() - started)
+                pending -= 1
             dice = result["metrics"].get("dice_mean", {}).get("mean")
-            _log(f"[{n}/{len(specs)}] {spec.name}: mean Dice {dice:.3f}, {result['train_min']:.1f} min training"
-                 if dice is not None else f"[{n}/{len(specs)}] {spec.name}: finished")
+            _log((f"[{n}/{len(specs)}] {spec.name}: mean Dice {dice:.3f}, {result['train_min']:.1f} min training"
+                  if dice is not None else f"[{n}/{len(specs)}] {spec.name}: finished") + _eta(trained_s, pending))
 
     write_reports(out, specs, [m.name for m in methods], fractions, structures, profile, args, dataset_dir, datalists)
     if failures:

@@ -31,17 +31,22 @@ class TrainingProgress:
     """Logs a one-line plan when the run starts (``what``: device, precision, backbone, size, iterations), the
     estimated duration once ``estimate_after`` iterations are timed, then progress: an Ignite ``ProgressBar`` with ETA
     when stderr is a terminal, else one log line every ``log_interval`` iterations with iterations/s and the ETA.
+    Attached to an evaluator (``task="evaluating"``, ``unit="volumes"``) it reports volumes instead.
 
     Args:
         what: the facts of the banner, e.g. ``{"backbone": "resnet18", "size": 128}``.
+        task: the banner's first word and the end line's (``"training finished: ..."``).
+        unit: what one engine iteration is, plural (``"iterations"``, ``"volumes"``).
         estimate_after: iterations timed before the duration estimate (the first ones are slower: warm-up).
         log_interval: iterations between the plain log lines.
         progress_bar: True/False, or None to use a bar exactly when stderr is a terminal.
     """
 
     def __init__(self, what: Mapping[str, Any] | None = None, estimate_after: int = 10, log_interval: int = 50,
-                 progress_bar: bool | None = None) -> None:
+                 progress_bar: bool | None = None, task: str = "training", unit: str = "iterations") -> None:
         self.what = dict(what or {})
+        self.task, self.unit = task, unit
+        self._one = unit[:-1] if unit.endswith("s") else unit
         self.estimate_after, self.log_interval = max(1, int(estimate_after)), max(1, int(log_interval))
         self.progress_bar = sys.stderr.isatty() if progress_bar is None else bool(progress_bar)
         self._t0: float | None = None
@@ -60,9 +65,9 @@ class TrainingProgress:
         return int(engine.state.max_epochs * (engine.state.epoch_length or 0))
 
     def _started(self, engine: Engine) -> None:
-        facts = ", ".join(f"{k} {v}" for k, v in self.what.items())
+        facts = "".join(f"{k} {v}, " for k, v in self.what.items())[:-2]
         start = engine.state.iteration
-        _logger().info("training: %s; iterations %d..%d", facts, start, self._total(engine))
+        _logger().info("%s: %s%s %d..%d", self.task, facts + "; " if facts else "", self.unit, start, self._total(engine))
         self._t0, self._i0 = time.perf_counter(), start
 
     def _rate(self, engine: Engine) -> float:
@@ -74,14 +79,15 @@ class TrainingProgress:
         left = self._total(engine) - engine.state.iteration
         if done == self.estimate_after:
             rate = self._rate(engine)
-            _logger().info("estimated duration on this machine: %s for the remaining %d iterations (%.2f s/iteration "
-                        "so far, validation not included)", format_duration(left / rate), left, 1 / rate)
+            _logger().info("estimated duration on this machine: %s for the remaining %d %s (%.2f s/%s so far%s)",
+                           format_duration(left / rate), left, self.unit, 1 / rate, self._one,
+                           ", validation not included" if self.task == "training" else "")
         elif not self.progress_bar and done % self.log_interval == 0:
             rate = self._rate(engine)
-            _logger().info("iteration %d/%d, %.2f s/iteration, ETA %s", engine.state.iteration, self._total(engine),
-                        1 / rate, format_duration(left / rate))
+            _logger().info("%s %d/%d, %.2f s/%s, ETA %s", self._one, engine.state.iteration, self._total(engine),
+                           1 / rate, self._one, format_duration(left / rate))
 
     def _completed(self, engine: Engine) -> None:
         if self._t0 is not None:
-            _logger().info("training finished: %d iterations in %s", engine.state.iteration - self._i0,
-                        format_duration(time.perf_counter() - self._t0))
+            _logger().info("%s finished: %d %s in %s", self.task, engine.state.iteration - self._i0, self.unit,
+                           format_duration(time.perf_counter() - self._t0))

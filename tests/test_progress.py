@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 
 from ignite.engine import Engine
 
@@ -41,3 +43,19 @@ def test_evaluator_reports_volumes(caplog):
     assert "remaining 2 volumes" in lines[1] and "s/volume so far)" in lines[1]  # no "validation not included"
     assert [line.split(",")[0] for line in lines if line.startswith("volume ")] == ["volume 4/4"]
     assert lines[-1].startswith("evaluating finished: 4 volumes in ")
+
+
+def test_a_new_phase_is_estimated_again_from_its_own_rate(caplog):
+    def step(engine, batch):
+        time.sleep(0.002 if engine.state.iteration <= 10 else 0.02)  # the second phase is 10x dearer
+
+    engine = Engine(step)
+    TrainingProgress(estimate_after=3, log_interval=100, progress_bar=False, phase_starts=[10]).attach(engine)
+    with caplog.at_level(logging.INFO, logger="train_log"):
+        engine.run(range(20), max_epochs=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "train_log"]
+    first = next(line for line in lines if line.startswith("estimated duration"))
+    again = [line for line in lines if line.startswith("estimated again")]
+    assert len(again) == 1 and "remaining 7 iterations" in again[0]  # 3 iterations after iteration 10
+    per_iteration = lambda line: float(re.search(r"\(([0-9.]+) s/iteration", line).group(1))  # noqa: E731
+    assert per_iteration(again[0]) > 4 * per_iteration(first)

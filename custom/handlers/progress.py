@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ignite.engine import Engine, Events
 
@@ -37,16 +37,22 @@ class TrainingProgress:
         what: the facts of the banner, e.g. ``{"backbone": "resnet18", "size": 128}``.
         task: the banner's first word and the end line's (``"training finished: ..."``).
         unit: what one engine iteration is, plural (``"iterations"``, ``"volumes"``).
+        phase_starts: iterations at which the cost of an iteration changes (the end of the supervised warm-up: the
+            unlabeled batch is read and forwarded from then on); ``estimate_after`` iterations into each phase the
+            duration is estimated again from that phase's rate, since the first estimate only saw the cheaper one.
         estimate_after: iterations timed before the duration estimate (the first ones are slower: warm-up).
         log_interval: iterations between the plain log lines.
         progress_bar: True/False, or None to use a bar exactly when stderr is a terminal.
     """
 
     def __init__(self, what: Mapping[str, Any] | None = None, estimate_after: int = 10, log_interval: int = 50,
-                 progress_bar: bool | None = None, task: str = "training", unit: str = "iterations") -> None:
+                 progress_bar: bool | None = None, task: str = "training", unit: str = "iterations",
+                 phase_starts: Sequence[int] = ()) -> None:
         self.what = dict(what or {})
         self.task, self.unit = task, unit
         self._one = unit[:-1] if unit.endswith("s") else unit
+        self.phase_starts = sorted(int(i) for i in phase_starts)
+        self._phase: tuple[int, float] | None = None  # (first iteration, start time) of the phase being timed
         self.estimate_after, self.log_interval = max(1, int(estimate_after)), max(1, int(log_interval))
         self.progress_bar = sys.stderr.isatty() if progress_bar is None else bool(progress_bar)
         self._t0: float | None = None
@@ -77,6 +83,15 @@ class TrainingProgress:
     def _iteration_completed(self, engine: Engine) -> None:
         done = engine.state.iteration - self._i0
         left = self._total(engine) - engine.state.iteration
+        iteration = engine.state.iteration
+        if iteration in self.phase_starts and iteration > self._i0 and iteration < self._total(engine):
+            self._phase = (iteration, time.perf_counter())
+        elif self._phase is not None and iteration - self._phase[0] == self.estimate_after:
+            rate = self.estimate_after / max(time.perf_counter() - self._phase[1], 1e-9)
+            _logger().info("estimated again after %d %s of the next phase: %s for the remaining %d %s (%.2f s/%s)",
+                           self.estimate_after, self.unit, format_duration(left / rate), left, self.unit, 1 / rate,
+                           self._one)
+            self._phase = None
         if done == self.estimate_after:
             rate = self._rate(engine)
             _logger().info("estimated duration on this machine: %s for the remaining %d %s (%.2f s/%s so far%s)",

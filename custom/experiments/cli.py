@@ -129,32 +129,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             except RunFailed as e:
                 failures.append(f"pretrain/{kind}: {e}")
                 _log(f"FAILED pre-training {kind}: {e}")
-        pending = sum(not (out / "runs" / spec.name / "result.json").is_file() for spec in specs)
-        trained_s: list[float] = []
+        runs = []
         for n, spec in enumerate(specs, 1):
             if spec.method.pretraining and spec.method.pretraining not in encoders:
                 failures.append(f"{spec.name}: skipped, its pre-training failed")
                 continue
-            folder = out / "runs" / spec.name
-            run = finetune_run(folder, spec, profile, dataset_dir, datalists[(spec.fraction, spec.subset, spec.seed)],
-                               args.eval_split, encoders.get(spec.method.pretraining), protocol.get("labels"))
+            runs.append((n, spec, finetune_run(out / "runs" / spec.name, spec, profile, dataset_dir,
+                                               datalists[(spec.fraction, spec.subset, spec.seed)], args.eval_split,
+                                               encoders.get(spec.method.pretraining), protocol.get("labels"))))
+        pending = sum(not run.done() for _, _, run in runs)
+        trained_s: list[float] = []
+        for n, spec, run in runs:
             if run.done():
                 _log(f"[{n}/{len(specs)}] {spec.name}: done before, skipped")
                 continue
-            _log(f"[{n}/{len(specs)}] {spec.name}: training ({folder / 'train.log'})")
+            _log(f"[{n}/{len(specs)}] {spec.name}: training ({run.folder / 'train.log'})")
             extra = {"method": spec.method.name, "fraction": spec.fraction, "subset": spec.subset, "seed": spec.seed,
                      "profile": profile.name, "eval_split": args.eval_split,
                      "fraction_percent": round(100 * labeled_sets.get(spec.fraction, 0.0), 3) or None}
-            started = time.perf_counter()
+            started, pending = time.perf_counter(), pending - 1
             try:
                 result = run.run(extra, log=_log)
             except RunFailed as e:
                 failures.append(f"{spec.name}: {e}")
                 _log(f"FAILED {spec.name}: {e}")
                 continue
-            finally:
-                trained_s.append(time.perf_counter() - started)
-                pending -= 1
+            trained_s.append(time.perf_counter() - started)
             dice = result["metrics"].get("dice_mean", {}).get("mean")
             _log((f"[{n}/{len(specs)}] {spec.name}: mean Dice {dice:.3f}, {result['train_min']:.1f} min training"
                   if dice is not None else f"[{n}/{len(specs)}] {spec.name}: finished") + _eta(trained_s, pending))

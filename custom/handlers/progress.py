@@ -71,7 +71,7 @@ class TrainingProgress:
         return int(engine.state.max_epochs * (engine.state.epoch_length or 0))
 
     def _started(self, engine: Engine) -> None:
-        facts = "".join(f"{k} {v}, " for k, v in self.what.items())[:-2]
+        facts = ", ".join(f"{k} {v}" for k, v in self.what.items())
         start = engine.state.iteration
         _logger().info("%s: %s%s %d..%d", self.task, facts + "; " if facts else "", self.unit, start, self._total(engine))
         self._t0, self._i0 = time.perf_counter(), start
@@ -81,10 +81,9 @@ class TrainingProgress:
         return done / max(time.perf_counter() - (self._t0 or time.perf_counter()), 1e-9)
 
     def _iteration_completed(self, engine: Engine) -> None:
-        done = engine.state.iteration - self._i0
-        left = self._total(engine) - engine.state.iteration
         iteration = engine.state.iteration
-        if iteration in self.phase_starts and iteration > self._i0 and iteration < self._total(engine):
+        done, left = iteration - self._i0, self._total(engine) - iteration
+        if iteration in self.phase_starts and done > 0 and left > 0:
             self._phase = (iteration, time.perf_counter())
         elif self._phase is not None and iteration - self._phase[0] == self.estimate_after:
             rate = self.estimate_after / max(time.perf_counter() - self._phase[1], 1e-9)
@@ -99,7 +98,7 @@ class TrainingProgress:
                            ", validation not included" if self.task == "training" else "")
         elif not self.progress_bar and done % self.log_interval == 0:
             rate = self._rate(engine)
-            _logger().info("%s %d/%d, %.2f s/%s, ETA %s", self._one, engine.state.iteration, self._total(engine),
+            _logger().info("%s %d/%d, %.2f s/%s, ETA %s", self._one, iteration, self._total(engine),
                            1 / rate, self._one, format_duration(left / rate))
 
     def _completed(self, engine: Engine) -> None:

@@ -14,7 +14,7 @@ import torch
 from monai.data import NibabelWriter
 from monai.transforms import LoadImaged, MapTransform
 
-from custom.data.datalist import DatasetError
+from custom.data.datalist.checks import DatasetError, check_image_values
 
 __all__ = ["CheckedLoadImaged", "ValidateVolumed", "AtomicNibabelWriter", "SaveEmbeddingd"]
 
@@ -88,11 +88,7 @@ class ValidateVolumed(MapTransform):
             raise DatasetError(
                 f"{name}: expected one channel, got {image.shape[0]} (a 4D cine volume? extract the ED/ES frames first)"
             )
-        values = torch.as_tensor(image).float()
-        if not torch.isfinite(values).all():
-            raise DatasetError(f"{name}: image contains NaN or infinite values")
-        if values.min() == values.max():
-            raise DatasetError(f"{name}: image is constant (value {values.flatten()[0].item()})")
+        check_image_values(name, torch.as_tensor(image).detach().float().cpu().numpy())
         for key in label_keys:
             label = d[key]
             if tuple(label.shape[1:]) != tuple(image.shape[1:]):

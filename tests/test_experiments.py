@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 import signal
@@ -127,6 +128,27 @@ def _experiment(tmp: Path, iterations: int, epoch_length: int, val_interval: int
     profile.write_text(TINY % (iterations, epoch_length, val_interval))
     return ["--protocol", str(protocol), "--profile", str(profile), "--out", str(tmp / "out"),
             "--methods", *methods, "--fractions", *fractions]
+
+
+def test_runner_reports_missing_cases_once(tmp_path, caplog):
+    from custom.data.synthetic import generate_acdc
+    from custom.experiments.cli import main
+
+    # three patients present, the protocol names six: patient004-006 are missing from the folder
+    dataset = generate_acdc(tmp_path / "acdc", cases=3, seed=0)
+    protocol = tmp_path / "six.json"
+    labeled = {**PROTOCOL["labeled"], "L100": {"fraction": 1.0, "c1": "all"}}
+    protocol.write_text(json.dumps({**PROTOCOL, "name": "six_acdc", "test": [5], "validation": [4], "labeled": labeled}))
+    argv = ["--dataset-dir", str(dataset), "--protocol", str(protocol), "--out", str(tmp_path / "out"),
+            "--fractions", "L1", "L2", "--allow-missing", "--holdout", "1", "--report-only"]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    warnings = [r.getMessage() for r in caplog.records if "missing from" in r.getMessage()]
+    assert warnings == [f"3 case(s) of {protocol} missing from {dataset}: patient004, patient005, patient006"]
+    for f in ("L1", "L2"):
+        datalist = json.loads((tmp_path / "out" / "datalists" / f"{f}_c1_seed0.json").read_text())
+        assert datalist["held_out"] == ["patient003"] and {i["case"] for i in datalist["test"]} == {"patient003"}
+        assert datalist["missing"] == ["patient004", "patient005", "patient006"]
 
 
 @pytest.mark.slow

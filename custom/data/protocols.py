@@ -1,8 +1,10 @@
 """Split protocols: which cases are labeled, unlabeled, validation and test.
 
 A protocol definition is a JSON file under ``datalists/protocols/`` (``acdc_paper``, ``mmwhs_paper``,
-``synthetic_acdc``); this module turns a definition plus the cases present in a folder into case-level
-splits. It knows nothing about files: :mod:`custom.data.datalist` maps cases to paths.
+``synthetic_acdc``), or the ``folder`` protocol built from command-line options (a seeded random split of any
+folder). :class:`Protocol` is the one place that knows a definition: it is loaded and checked once, then passed
+to whoever needs its labeled sets, named cases, labels or splits. This module knows nothing about files:
+:mod:`custom.data.datalist` maps cases to paths.
 """
 
 from __future__ import annotations
@@ -11,23 +13,27 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from custom.errors import InputError
 
 __all__ = [
     "PROTOCOL_DIR",
+    "FOLDER",
     "ProtocolError",
     "Splits",
+    "Protocol",
     "available_protocols",
     "load_protocol",
     "acdc_splits",
     "mmwhs_splits",
     "random_case_splits",
+    "folder_splits",
     "label_mapping",
 ]
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "datalists" / "protocols"
+FOLDER = "folder"  # the protocol name of a seeded random split of any folder (no definition file)
 
 
 class ProtocolError(InputError):
@@ -192,6 +198,156 @@ def random_case_splits(
     )
 
 
+def folder_splits(
+    cases: Sequence[str],
+    with_label: Collection[str],
+    labeled_fraction: float,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int = 0,
+) -> Splits:
+    """Splits of the ``folder`` protocol: validation, test and labeled cases are drawn (:func:`random_case_splits`)
+    from the cases ``with_label``; every other case is unlabeled (a folder of images only is for pre-training)."""
+    labeled = sorted(c for c in cases if c in with_label)
+    splits = random_case_splits(labeled, labeled_fraction, val_fraction, test_fraction, seed) if labeled else Splits([], [], [], [])
+    splits.unlabeled = sorted(set(splits.unlabeled) | (set(cases) - set(labeled)))
+    return splits
+
+
 def label_mapping(protocol: Mapping[str, Any]) -> dict[int, int]:
     """Raw label value -> training class index (background first), e.g. MMWHS ``{0: 0, 205: 1, 420: 2, ...}``."""
     return {int(raw): i for i, raw in enumerate(protocol["labels"].values())}
+
+
+_REQUIRED_KEYS = {
+    "acdc": ("name", "labels", "all_cases", "test", "validation", "labeled"),
+    "mmwhs": ("name", "labels", "train", "validation", "test", "slice_fractions"),
+}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A checked protocol: its labeled sets, the cases it names, its labels, and the splits of a folder's cases.
+
+    Load it once (:meth:`load`, :meth:`folder`) and pass it down. ``definition`` is the protocol JSON (for
+    ``folder``: the image glob, the image -> label name substitution and the split fractions); ``source`` is what
+    the user called it (a name or a JSON path), for messages.
+    """
+
+    definition: Mapping[str, Any]
+    source: str
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, protocol_dir: Path = PROTOCOL_DIR) -> Protocol:
+        """The protocol of that name (``acdc_paper``) or JSON path, with the keys its layout needs checked."""
+        definition = load_protocol(name_or_path, protocol_dir)
+        layout = definition.get("layout")
+        if layout not in _REQUIRED_KEYS:
+            raise ProtocolError(f"protocol {name_or_path}: 'layout' must be one of {sorted(_REQUIRED_KEYS)}, got {layout!r}")
+        missing = [k for k in _REQUIRED_KEYS[layout] if k not in definition]
+        if missing:
+            raise ProtocolError(f"protocol {name_or_path}: definition lacks {', '.join(missing)}")
+        return cls(definition, str(name_or_path))
+
+    @classmethod
+    def folder(
+        cls,
+        images: str | None,
+        label_replace: Sequence[str] | None = None,
+        labeled_fraction: float = 0.1,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+    ) -> Protocol:
+        """The ``folder`` protocol: the files matching the glob ``images`` are the cases; ``label_replace`` (old, new)
+        turns an image file name into its label file name; the fractions size the seeded random splits."""
+        if not images:
+            raise ProtocolError("protocol 'folder' needs --images GLOB (e.g. '*_image.nii.gz')")
+        definition = {
+            "name": FOLDER,
+            "layout": FOLDER,
+            "labels": None,
+            "images": images,
+            "label_replace": list(label_replace) if label_replace else None,
+            "fractions": {"labeled": labeled_fraction, "validation": val_fraction, "test": test_fraction},
+        }
+        return cls(definition, FOLDER)
+
+    @classmethod
+    def of(cls, protocol: Protocol | str | Path) -> Protocol:
+        """``protocol`` itself, or the protocol of that name or path."""
+        return protocol if isinstance(protocol, Protocol) else cls.load(protocol)
+
+    @property
+    def name(self) -> str:
+        return self.definition["name"]
+
+    @property
+    def layout(self) -> str:
+        """``"acdc"`` (patient folders, ED/ES frames), ``"mmwhs"`` (one volume per case) or ``"folder"``."""
+        return self.definition["layout"]
+
+    @property
+    def labels(self) -> dict[str, int] | None:
+        """``{structure: raw label value}`` with background first, e.g. ``{"background": 0, "RV": 1, ...}``; None for
+        ``folder``."""
+        return self.definition.get("labels")
+
+    def label_mapping(self) -> dict[int, int] | None:
+        """Raw label value -> training class index (:func:`label_mapping`); None without labels."""
+        return None if self.labels is None else label_mapping(self.definition)
+
+    @property
+    def labeled_sets(self) -> dict[str, float]:
+        """``{labeled set: labeled fraction}``: ACDC-style named subsets (``{"L8": 0.1, ...}``) or slice fractions
+        (``{"F10": 0.1, ...}``); empty for ``folder``."""
+        sets = {k: float(v["fraction"]) for k, v in (self.definition.get("labeled") or {}).items()}
+        sets.update({k: float(v) for k, v in (self.definition.get("slice_fractions") or {}).items()})
+        return sets
+
+    def named_cases(self) -> set[str]:
+        """Case ids that some labeled subset names (ACDC layout), e.g. ``{"patient002", "patient022", ...}``."""
+        named = set()
+        for subsets in (self.definition.get("labeled") or {}).values():
+            for key, cases in subsets.items():
+                if key != "fraction" and isinstance(cases, list):
+                    named.update(_acdc_id(int(c)) for c in cases)
+        return named
+
+    def training_pool(self) -> list[str]:
+        """The ACDC-layout training pool: every case of ``all_cases`` outside the test and validation splits."""
+        if self.layout != "acdc":
+            raise ProtocolError(f"protocol {self.name!r}: only ACDC-layout protocols have a named training pool")
+        held = {_acdc_id(n) for n in (*self.definition["test"], *self.definition["validation"])}
+        first, last = self.definition["all_cases"]["first"], self.definition["all_cases"]["last"]
+        return [_acdc_id(n) for n in range(first, last + 1) if _acdc_id(n) not in held]
+
+    def splits(
+        self,
+        present: Sequence[str],
+        labeled: str,
+        subset: str = "c1",
+        seed: int = 0,
+        num_slices: Mapping[str, int] | None = None,
+        with_label: Collection[str] | None = None,
+        allow_missing: bool = False,
+    ) -> Splits:
+        """Case-level splits of the cases ``present`` in a folder for one labeled set.
+
+        Args:
+            labeled, subset: the labeled set (``"L8"``, ``"F10"``; ignored by ``folder``) and its subset (ACDC).
+            seed: draws the labeled slices (MMWHS) and the random splits (``folder``).
+            num_slices: slices per case; needed by slice-fraction protocols (MMWHS).
+            with_label: the present cases that have a label file (``folder``; default: all of them).
+            allow_missing: drop (and list in ``missing``) cases the protocol names but the folder lacks, instead of failing.
+        """
+        if self.layout == "acdc":
+            return acdc_splits(self.definition, present, labeled, subset, allow_missing)
+        if self.layout == "mmwhs":
+            return mmwhs_splits(self.definition, present, labeled, num_slices or {}, seed, allow_missing)
+        fractions = self.definition["fractions"]
+        return folder_splits(present, present if with_label is None else with_label, fractions["labeled"],
+                             fractions["validation"], fractions["test"], seed)
+
+    def datalist_name(self, labeled: str, subset: str, seed: int) -> str:
+        """The ``name`` of a datalist of this protocol, e.g. ``acdc_paper_L8_c1`` or ``mmwhs_paper_F10_seed0``."""
+        return f"{self.name}_{labeled}_seed{seed}" if self.layout == "mmwhs" else f"{self.name}_{labeled}_{subset}"

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from custom.data.datalist import load_split, write_json_atomic
-from custom.data.protocols import load_protocol
+from custom.data.protocols import Protocol
 from custom.errors import InputError
-from custom.experiments.plan import REPO_ROOT, build_experiment_datalist, load_methods, load_profile, plan_runs
+from custom.experiments.plan import REPO_ROOT, ExperimentDatalists, load_methods, load_profile, plan_runs
 from custom.experiments.runner import RunFailed, finetune_run, install_signal_forwarding, label_overrides, pretrain_run
 from custom.experiments.tables import (PAPER_ACDC_DICE, plot_dice_vs_fraction, qualitative_figure, result_rows,
                                        results_markdown, write_results_csv)
@@ -69,24 +69,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from custom.paths import default_dataset
 
     dataset_dir = str(Path(args.dataset_dir).resolve()) if args.dataset_dir else default_dataset("acdc")
-    protocol = load_protocol(args.protocol)
-    # {labeled set: fraction}: ACDC-style named subsets, or MMWHS-style slice fractions
-    labeled_sets = {k: float(v["fraction"]) for k, v in (protocol.get("labeled") or {}).items()}
-    labeled_sets.update({k: float(v) for k, v in (protocol.get("slice_fractions") or {}).items()})
+    protocol = Protocol.load(args.protocol)
+    labeled_sets = protocol.labeled_sets
     fractions = args.fractions or [k for k in labeled_sets if labeled_sets[k] < 1.0]
     if not fractions:
-        raise InputError(f"protocol {protocol['name']}: no labeled sets; pass --fractions")
+        raise InputError(f"protocol {protocol.name}: no labeled sets; pass --fractions")
     for f in fractions:
         if labeled_sets and f not in labeled_sets:
-            raise InputError(f"--fractions {f}: protocol {protocol['name']} has {', '.join(labeled_sets)}")
+            raise InputError(f"--fractions {f}: protocol {protocol.name} has {', '.join(labeled_sets)}")
     profile = load_profile(args.profile)
     methods_all, pretraining = load_methods()
     unknown = [m for m in args.methods if m not in methods_all]
     if unknown:
         raise InputError(f"--methods {' '.join(unknown)}: unknown (known: {', '.join(methods_all)})")
     methods = [methods_all[m] for m in args.methods]
-    out = Path(args.out or REPO_ROOT / "runs" / "experiments" / f"{protocol['name']}_{profile.name}").resolve()
-    structures = {k: v for k, v in (protocol.get("labels") or {}).items() if v != 0}
+    out = Path(args.out or REPO_ROOT / "runs" / "experiments" / f"{protocol.name}_{profile.name}").resolve()
+    structures = {k: v for k, v in (protocol.labels or {}).items() if v != 0}
     specs = plan_runs(methods, fractions, args.subsets, args.seeds)
     kinds = sorted({m.pretraining for m in methods if m.pretraining})
     _log(f"experiment {out}: profile {profile.name} ({profile.description}); {len(kinds)} pre-training(s), {len(specs)} fine-tuning runs")
@@ -99,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failures: list[str] = []
     datalists: dict[tuple[str, str, int], Path] = {}
+    experiment_datalists = ExperimentDatalists(dataset_dir, protocol, args.allow_missing, args.holdout)
     for i, (seed, f, s) in enumerate(dict.fromkeys((sp.seed, sp.fraction, sp.subset) for sp in specs)):
         path = out / "datalists" / f"{f}_{s}_seed{seed}.json"
         made_with = {"dataset_dir": dataset_dir, "protocol": args.protocol, "holdout": args.holdout,
@@ -108,8 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if cached and cached != made_with:  # (datalists of older runner versions carry no record)
                 raise InputError(f"{path}: made with {cached}, not {made_with}; use another --out (or delete it)")
         else:
-            dl = build_experiment_datalist(dataset_dir, args.protocol, f, s, seed, args.allow_missing, args.holdout,
-                                           check_files=(i == 0))
+            dl = experiment_datalists.build(f, s, seed, check_files=(i == 0))
             if not dl.get(args.eval_split):
                 raise InputError(f"{path.name}: the {args.eval_split!r} split is empty (withheld test set? use --holdout N "
                                  "or --eval-split validation)")
@@ -136,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             runs.append((n, spec, finetune_run(out / "runs" / spec.name, spec, profile, dataset_dir,
                                                datalists[(spec.fraction, spec.subset, spec.seed)], args.eval_split,
-                                               encoders.get(spec.method.pretraining), protocol.get("labels"))))
+                                               encoders.get(spec.method.pretraining), protocol.labels)))
         pending = sum(not run.done() for _, _, run in runs)
         trained_s: list[float] = []
         for n, spec, run in runs:
@@ -159,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log((f"[{n}/{len(specs)}] {spec.name}: mean Dice {dice:.3f}, {result['train_min']:.1f} min training"
                   if dice is not None else f"[{n}/{len(specs)}] {spec.name}: finished") + _eta(trained_s, pending))
 
-    write_reports(out, specs, [m.name for m in methods], fractions, structures, profile, args, dataset_dir, datalists)
+    write_reports(out, specs, [m.name for m in methods], fractions, structures, profile, protocol, args, dataset_dir,
+                  datalists)
     if failures:
         print("error: some runs failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
@@ -167,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def write_reports(out: Path, specs, methods: list[str], fractions: list[str], structures: dict[str, int], profile,
-                  args: argparse.Namespace, dataset_dir: str, datalists: dict) -> None:
+                  protocol: Protocol, args: argparse.Namespace, dataset_dir: str, datalists: dict) -> None:
     """results.csv / results.md / dice_vs_fraction.png / qualitative_<L>.png from every finished run in ``out``."""
     results: list[dict[str, Any]] = []
     for spec in specs:
@@ -179,18 +178,16 @@ def write_reports(out: Path, specs, methods: list[str], fractions: list[str], st
         return
     rows = result_rows(results, list(structures))
     write_results_csv(rows, out / "results.csv")
-    definition = load_protocol(args.protocol)
-    protocol = definition["name"]
-    label_values = label_overrides(definition.get("labels"))[0].get("label_values")
-    reference = PAPER_ACDC_DICE if protocol == "acdc_paper" else None
+    label_values = label_overrides(protocol.labels)[0].get("label_values")
+    reference = PAPER_ACDC_DICE if protocol.name == "acdc_paper" else None
     first = datalists[next(iter(datalists))]
     held = json.loads(Path(first).read_text()).get("held_out")
     split = f"{args.eval_split} split" + (f" = {len(held)} held-out training-pool patients ({', '.join(held)})" if held else "")
-    header = (f"## {protocol}, profile `{profile.name}` ({profile.description})\n\nEvaluated on whole volumes of the {split}; "
+    header = (f"## {protocol.name}, profile `{profile.name}` ({profile.description})\n\nEvaluated on whole volumes of the {split}; "
               f"dataset `{dataset_dir}`.")
     (out / "results.md").write_text(results_markdown(rows, methods, fractions, list(structures), header, reference))
     plot_dice_vs_fraction(rows, methods, fractions, out / "dice_vs_fraction.png",
-                          f"{protocol}, profile {profile.name}: mean Dice on the {args.eval_split} split", reference)
+                          f"{protocol.name}, profile {profile.name}: mean Dice on the {args.eval_split} split", reference)
     for f in fractions:
         key = next((k for k in datalists if k[0] == f), None)
         if key is None:
@@ -198,7 +195,7 @@ def write_reports(out: Path, specs, methods: list[str], fractions: list[str], st
         cases = load_split(datalists[key], args.eval_split, dataset_dir)
         runs = {m: out / "runs" / m / f"{f}_{key[1]}_seed{key[2]}" for m in methods
                 if (out / "runs" / m / f"{f}_{key[1]}_seed{key[2]}" / "result.json").is_file()}
-        qualitative_figure(cases, runs, out / f"qualitative_{f}.png", f"{protocol} {f} {key[1]} seed {key[2]}: ground truth and predictions",
+        qualitative_figure(cases, runs, out / f"qualitative_{f}.png", f"{protocol.name} {f} {key[1]} seed {key[2]}: ground truth and predictions",
                            label_values=label_values)
     _log(f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'dice_vs_fraction.png'}")
 

@@ -9,8 +9,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from custom.data.datalist import build_datalist
-from custom.data.protocols import load_protocol
+from custom.data.datalist import DatasetScan, assemble_datalist, scan_dataset, warn_missing
+from custom.data.protocols import Protocol
 from custom.errors import InputError
 
 __all__ = [
@@ -20,8 +20,10 @@ __all__ = [
     "RunSpec",
     "load_profile",
     "load_methods",
+    "holdout_cases",
     "with_holdout",
     "plan_runs",
+    "ExperimentDatalists",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,15 +120,10 @@ def load_methods(path: Path = METHODS_FILE) -> tuple[dict[str, Method], dict[str
     return methods, pretraining
 
 
-def holdout_cases(protocol: str, candidates: Sequence[str], count: int) -> list[str]:
-    """``count`` patients of the training pool that no labeled subset of the protocol names, evenly spaced in
-    case order (ACDC orders patients by pathology group, so this spreads them over the groups)."""
-    definition = load_protocol(protocol)
-    named = set()
-    for subsets in (definition.get("labeled") or {}).values():
-        for key, cases in subsets.items():
-            if key != "fraction" and isinstance(cases, list):
-                named.update(f"patient{int(c):03d}" for c in cases)
+def holdout_cases(protocol: Protocol | str, candidates: Sequence[str], count: int) -> list[str]:
+    """``count`` patients of ``candidates`` that no labeled subset of the protocol names, evenly spaced in case
+    order (ACDC orders patients by pathology group, so this spreads them over the groups)."""
+    named = Protocol.of(protocol).named_cases()
     pool = sorted(c for c in candidates if c not in named)
     if count > len(pool):
         raise InputError(f"--holdout {count}: only {len(pool)} training-pool patients are outside every labeled subset")
@@ -158,17 +155,31 @@ def plan_runs(methods: Sequence[Method], fractions: Sequence[str], subsets: Sequ
     return [RunSpec(m, f, s, seed) for seed, f, s, m in itertools.product(seeds, fractions, subsets, methods)]
 
 
-def build_experiment_datalist(
-    dataset_dir: str, protocol: str, fraction: str, subset: str, seed: int, allow_missing: bool,
-    holdout: int, check_files: bool,
-) -> dict[str, Any]:
-    """The protocol's datalist for one labeled set, with ``holdout`` patients moved into the test split."""
-    datalist = build_datalist(dataset_dir, protocol, fraction, subset, seed, allow_missing, check_files)
-    if holdout <= 0:
-        return datalist
-    definition = load_protocol(protocol)
-    if definition.get("layout") != "acdc":
-        raise InputError(f"--holdout: protocol {protocol} has its own test split; hold-out needs an ACDC-layout protocol")
-    everything = build_datalist(dataset_dir, protocol, "L100", "c1", seed, allow_missing, check_files=False)
-    pool = sorted({item["case"] for item in everything["training"]})
-    return with_holdout(datalist, holdout_cases(protocol, pool, holdout), everything["training"])
+class ExperimentDatalists:
+    """The datalists of one experiment, one per (labeled set, subset, seed), from one scan of the dataset folder.
+
+    The folder is scanned on the first :meth:`build` (checking its files if that call asks to), and the cases the
+    protocol names but the folder lacks are reported once, then. With ``holdout`` > 0 (ACDC-layout protocols),
+    that many training-pool patients that no labeled subset names (:func:`holdout_cases`) are moved, with their
+    labels, into the test split of every datalist (:func:`with_holdout`).
+    """
+
+    def __init__(self, dataset_dir: str, protocol: Protocol, allow_missing: bool, holdout: int) -> None:
+        self.dataset_dir, self.protocol, self.allow_missing, self.holdout = dataset_dir, protocol, allow_missing, holdout
+        self._scan: DatasetScan | None = None
+
+    def build(self, fraction: str, subset: str, seed: int, check_files: bool) -> dict[str, Any]:
+        """The datalist of labeled set ``fraction``/``subset`` (``seed`` draws MMWHS slice fractions)."""
+        first = self._scan is None
+        if self._scan is None:
+            self._scan = scan_dataset(self.dataset_dir, self.protocol, check_files)
+        datalist = assemble_datalist(self._scan, self.protocol, fraction, subset, seed, self.allow_missing)
+        if first:
+            warn_missing(datalist, self.protocol, self._scan.root)
+        if self.holdout <= 0:
+            return datalist
+        if self.protocol.layout != "acdc":
+            raise InputError(f"--holdout: protocol {self.protocol.source} has its own test split; hold-out needs an ACDC-layout protocol")
+        pool = [c for c in self.protocol.training_pool() if c in self._scan.cases]
+        labeled_items = [item for case in pool for item in self._scan.cases[case]]
+        return with_holdout(datalist, holdout_cases(self.protocol, pool, self.holdout), labeled_items)

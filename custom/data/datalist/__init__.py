@@ -2,12 +2,12 @@
 back at run time.
 
 ``layouts`` finds the cases of a folder, ``checks`` validates their files, ``build`` assembles the splits of a
-protocol into a datalist, ``files`` writes and reads datalist files (and globs input images), ``cli`` is
-``python -m custom.data.datalist``. The names below are what the bundle configs and
+:class:`custom.data.protocols.Protocol` into a datalist, ``files`` writes and reads datalist files (and globs
+input images), ``cli`` is ``python -m custom.data.datalist``. The names below are what the bundle configs and
 commands use (``custom.data.datalist.load_split``, ``...glob_images``, ``...check_items``).
 """
 
-from custom.data.datalist.build import build_datalist
+from custom.data.datalist.build import DatasetScan, assemble_datalist, build_datalist, scan_dataset, warn_missing
 from custom.data.datalist.checks import DatasetError, check_image_values, check_items, check_pair
 from custom.data.datalist.cli import main
 from custom.data.datalist.files import glob_images, load_split, write_json_atomic
@@ -15,6 +15,8 @@ from custom.data.datalist.layouts import find_acdc_cases, find_folder_cases, fin
 
 __all__ = [
     "DatasetError",
+    "DatasetScan",
+    "assemble_datalist",
     "build_datalist",
     "check_image_values",
     "check_items",
@@ -25,5 +27,7 @@ __all__ = [
     "glob_images",
     "load_split",
     "main",
+    "scan_dataset",
+    "warn_missing",
     "write_json_atomic",
 ]

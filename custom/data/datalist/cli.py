@@ -18,7 +18,7 @@ from typing import Sequence
 from custom.data.datalist.build import build_datalist
 from custom.data.datalist.checks import DatasetError
 from custom.data.datalist.files import write_json_atomic
-from custom.data.protocols import ProtocolError, available_protocols
+from custom.data.protocols import FOLDER, ProtocolError, available_protocols
 
 __all__ = ["main"]
 
@@ -26,7 +26,7 @@ __all__ = ["main"]
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m custom.data.datalist", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset-dir", required=True, help="dataset folder (ACDC, MMWHS or any layout with --protocol folder)")
-    p.add_argument("--protocol", default="acdc_paper", help=f"one of {', '.join(available_protocols() + ['folder'])} or a protocol JSON path")
+    p.add_argument("--protocol", default="acdc_paper", help=f"one of {', '.join(available_protocols() + [FOLDER])} or a protocol JSON path")
     p.add_argument("--labeled", default="L8", help="labeled set: L1/L2/L8/L100 (ACDC), F10/F20/F40/F100 (MMWHS)")
     p.add_argument("--subset", default="c1", help="subset of the labeled set (ACDC: c1..c5)")
     p.add_argument("--seed", type=int, default=0, help="seed for slice fractions (MMWHS) and folder splits")

@@ -6,13 +6,17 @@ to the dataset folder (a case has one item per annotated volume: two ACDC frames
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from custom.data.datalist.checks import DatasetError
+from custom.data.protocols import FOLDER, Protocol
 
-__all__ = ["ACDC_FRAME", "MMWHS_IMAGE", "find_acdc_cases", "find_mmwhs_cases", "find_folder_cases"]
+__all__ = ["ACDC_FRAME", "MMWHS_IMAGE", "find_acdc_cases", "find_mmwhs_cases", "find_folder_cases", "find_cases"]
+
+logger = logging.getLogger(__name__)
 
 ACDC_FRAME = re.compile(r"^(patient\d{3})_frame(\d{2})\.nii(\.gz)?$")
 MMWHS_IMAGE = re.compile(r"^(mr_train_\d{4})_image\.nii(\.gz)?$")
@@ -69,4 +73,13 @@ def find_folder_cases(dataset_dir: Path, images: str, label_replace: Sequence[st
             if label != image and label.exists():
                 item["label"] = _rel(label, dataset_dir)
         cases[item["case"]] = [item]
+    if cases and not any("label" in items[0] for items in cases.values()):
+        logger.warning("no image under %s has a label file: every case is unlabeled", dataset_dir)
     return cases
+
+
+def find_cases(dataset_dir: Path, protocol: Protocol) -> Cases:
+    """The cases of ``dataset_dir`` in the file layout of ``protocol``."""
+    if protocol.layout == FOLDER:
+        return find_folder_cases(dataset_dir, protocol.definition["images"], protocol.definition["label_replace"])
+    return find_acdc_cases(dataset_dir) if protocol.layout == "acdc" else find_mmwhs_cases(dataset_dir)

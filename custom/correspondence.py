@@ -3,13 +3,14 @@
 """
 Dense correspondences between two views of the same images.
 
-``geometry`` mode (:func:`match_grid`): exact correspondences from the known affine matrices of the
+``geometric`` mode (:func:`match_grid`): exact correspondences from the known affine matrices of the
 two views (see :mod:`custom.views`). ``feature_argmax`` mode (:func:`match_by_feature_argmax`):
 DenseCL-style matching of each query cell to its most similar key cell.
 
 Both produce, for every query feature cell, normalised coordinates in the key feature map
 (``align_corners=False`` convention, ``(x, y)`` order as ``F.grid_sample`` expects) and a validity
-mask; :func:`sample_at` then reads the key features there.
+mask; :func:`sample_at` then reads the key features there. :func:`dense_correspondence` gives both
+directions in either mode, as the local loss takes them.
 
 Feature cells follow the ``align_corners=False`` convention: on an ``(h, w)`` grid covering the
 view, cell ``(i, j)`` is centred at ``x = (2 j + 1) / w - 1``, ``y = (2 i + 1) / h - 1``.
@@ -22,7 +23,18 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cell_centers", "match_grid", "sample_at", "match_by_feature_argmax", "indices_to_coords"]
+__all__ = [
+    "CORRESPONDENCE_MODES",
+    "cell_centers",
+    "dense_correspondence",
+    "indices_to_coords",
+    "match_by_feature_argmax",
+    "match_grid",
+    "sample_at",
+]
+
+#: how query cells are matched to key locations: from the known view geometry, or DenseCL-style feature argmax
+CORRESPONDENCE_MODES = ("geometric", "feature_argmax")
 
 
 def cell_centers(
@@ -159,3 +171,45 @@ def indices_to_coords(
     """
     centers = cell_centers(grid_size_k, device=indices.device, dtype=dtype).reshape(-1, 2)
     return centers[indices]
+
+
+def dense_correspondence(
+    mode: str,
+    theta_q: torch.Tensor,
+    theta_k: torch.Tensor,
+    grid_q: tuple[int, int],
+    grid_k: tuple[int, int],
+    features_q: torch.Tensor | None = None,
+    features_k: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    Both directions of the cell correspondence between two views, as :class:`LocalInfoNCELoss` takes them.
+
+    Args:
+        mode: ``"geometric"``: exact matches from the views' affine matrices (:func:`match_grid`), cells whose
+            match falls outside the other view (or shows padding) are invalid; ``"feature_argmax"``: each cell is
+            matched to the most similar cell of the other view (:func:`match_by_feature_argmax`), all valid.
+        theta_q: ``(B, 2, 3)`` matrix of the query view (view -> original image coordinates).
+        theta_k: ``(B, 2, 3)`` matrix of the key view.
+        grid_q: ``(h, w)`` of the query embedding map.
+        grid_k: ``(hk, wk)`` of the key embedding map.
+        features_q: ``(B, C, h, w)`` query features to match on (``feature_argmax`` only).
+        features_k: ``(B, C, hk, wk)`` key features (``feature_argmax`` only).
+
+    Returns:
+        ``(coords_k (B, h, w, 2), valid_q (B, h, w), coords_q (B, hk, wk, 2), valid_k (B, hk, wk))``: normalised
+        key-view coordinates of every query cell and the reverse, with their validity masks.
+    """
+    if mode == "geometric":
+        coords_k, valid_q = match_grid(theta_q, theta_k, grid_q)
+        coords_q, valid_k = match_grid(theta_k, theta_q, grid_k)
+    elif mode == "feature_argmax":
+        if features_q is None or features_k is None:
+            raise ValueError("correspondence mode 'feature_argmax' needs the features of both views.")
+        index_k, valid_q = match_by_feature_argmax(features_q, features_k)
+        index_q, valid_k = match_by_feature_argmax(features_k, features_q)
+        coords_k = indices_to_coords(index_k, grid_k, dtype=theta_q.dtype)
+        coords_q = indices_to_coords(index_q, grid_q, dtype=theta_q.dtype)
+    else:
+        raise ValueError(f"correspondence mode must be one of {CORRESPONDENCE_MODES}, got {mode!r}.")
+    return coords_k, valid_q, coords_q, valid_k

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from custom.correspondence import (
     cell_centers,
+    dense_correspondence,
     indices_to_coords,
     match_by_feature_argmax,
     match_grid,
@@ -154,3 +155,13 @@ def test_match_by_feature_argmax_recovers_permutation():
 def test_match_grid_rejects_bad_shapes():
     with pytest.raises(ValueError):
         match_grid(torch.eye(2, 3)[None], torch.eye(2, 3).expand(2, 2, 3), (2, 2))
+
+
+def test_geometric_correspondence_of_identical_views():
+    theta = torch.eye(2, 3).expand(2, 2, 3)
+    coords_k, valid_q, coords_q, valid_k = dense_correspondence("geometric", theta, theta, (4, 4), (4, 4))
+    centers = cell_centers((4, 4)).expand(2, 4, 4, 2)
+    assert torch.allclose(coords_k, centers, atol=1e-6) and torch.allclose(coords_q, centers, atol=1e-6)
+    assert valid_q.all() and valid_k.all()
+    with pytest.raises(ValueError, match="features"):
+        dense_correspondence("feature_argmax", theta, theta, (4, 4), (4, 4))

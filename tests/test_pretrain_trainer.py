@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
-from custom.correspondence import cell_centers
-from custom.engines.pretrain_trainer import ContrastivePretrainTrainer, dense_correspondence
+from custom.engines.pretrain_trainer import ContrastivePretrainTrainer
 from custom.handlers import PretrainedWeightsSaver
 from custom.losses import GlobalInfoNCELoss, LocalInfoNCELoss
 from custom.networks.dual_decoder import DualDecoderUNet
@@ -116,16 +115,6 @@ def test_loss_weights():
         make_trainer(iterations=1, local_weight=0.0, global_weight=0.0)
     with pytest.raises(ValueError, match="correspondence_mode"):
         make_trainer(iterations=1, correspondence_mode="nearest")
-
-
-def test_geometric_correspondence_of_identical_views():
-    theta = torch.eye(2, 3).expand(2, 2, 3)
-    coords_k, valid_q, coords_q, valid_k = dense_correspondence("geometric", theta, theta, (4, 4), (4, 4))
-    centers = cell_centers((4, 4)).expand(2, 4, 4, 2)
-    assert torch.allclose(coords_k, centers, atol=1e-6) and torch.allclose(coords_q, centers, atol=1e-6)
-    assert valid_q.all() and valid_k.all()
-    with pytest.raises(ValueError, match="features"):
-        dense_correspondence("feature_argmax", theta, theta, (4, 4), (4, 4))
 
 
 def test_weights_saver_exports_the_encoder(tmp_path):

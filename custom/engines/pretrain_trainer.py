@@ -13,59 +13,14 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from custom.correspondence import indices_to_coords, match_by_feature_argmax, match_grid
+from custom.correspondence import CORRESPONDENCE_MODES, dense_correspondence
 from custom.engines.base import MixedPrecisionTrainer
 from custom.engines.precision import autocast
 from custom.losses.global_infonce import GlobalInfoNCELoss
 from custom.losses.local_infonce import LocalInfoNCELoss
 from custom.views import TwoViewAugment
 
-__all__ = ["CORRESPONDENCE_MODES", "ContrastivePretrainTrainer", "dense_correspondence"]
-
-#: how query cells are matched to key locations: from the known view geometry, or DenseCL-style feature argmax
-CORRESPONDENCE_MODES = ("geometric", "feature_argmax")
-
-
-def dense_correspondence(
-    mode: str,
-    theta_q: torch.Tensor,
-    theta_k: torch.Tensor,
-    grid_q: tuple[int, int],
-    grid_k: tuple[int, int],
-    features_q: torch.Tensor | None = None,
-    features_k: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """
-    Both directions of the cell correspondence between two views, as :class:`LocalInfoNCELoss` takes them.
-
-    Args:
-        mode: ``"geometric"``: exact matches from the views' affine matrices (:func:`match_grid`), cells whose
-            match falls outside the other view (or shows padding) are invalid; ``"feature_argmax"``: each cell is
-            matched to the most similar cell of the other view (:func:`match_by_feature_argmax`), all valid.
-        theta_q: ``(B, 2, 3)`` matrix of the query view (view -> original image coordinates).
-        theta_k: ``(B, 2, 3)`` matrix of the key view.
-        grid_q: ``(h, w)`` of the query embedding map.
-        grid_k: ``(hk, wk)`` of the key embedding map.
-        features_q: ``(B, C, h, w)`` query features to match on (``feature_argmax`` only).
-        features_k: ``(B, C, hk, wk)`` key features (``feature_argmax`` only).
-
-    Returns:
-        ``(coords_k (B, h, w, 2), valid_q (B, h, w), coords_q (B, hk, wk, 2), valid_k (B, hk, wk))``: normalised
-        key-view coordinates of every query cell and the reverse, with their validity masks.
-    """
-    if mode == "geometric":
-        coords_k, valid_q = match_grid(theta_q, theta_k, grid_q)
-        coords_q, valid_k = match_grid(theta_k, theta_q, grid_k)
-    elif mode == "feature_argmax":
-        if features_q is None or features_k is None:
-            raise ValueError("correspondence mode 'feature_argmax' needs the features of both views.")
-        index_k, valid_q = match_by_feature_argmax(features_q, features_k)
-        index_q, valid_k = match_by_feature_argmax(features_k, features_q)
-        coords_k = indices_to_coords(index_k, grid_k, dtype=theta_q.dtype)
-        coords_q = indices_to_coords(index_q, grid_q, dtype=theta_q.dtype)
-    else:
-        raise ValueError(f"correspondence mode must be one of {CORRESPONDENCE_MODES}, got {mode!r}.")
-    return coords_k, valid_q, coords_q, valid_k
+__all__ = ["ContrastivePretrainTrainer"]
 
 
 def _rank() -> int:
@@ -83,7 +38,7 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
        ``(seed, rank, iteration)``, so a run, and a run resumed from a checkpoint, sees the same views;
     2. one forward of the network over ``[x_q; x_k]`` gives dense embeddings ``(2B, D, h, w)`` and global
        embeddings ``(2B, D_g)``;
-    3. cell correspondences in both directions (:func:`dense_correspondence`, ``correspondence_mode``);
+    3. cell correspondences in both directions (:func:`custom.correspondence.dense_correspondence`, ``correspondence_mode``);
     4. ``loss = global_weight * L_global(z_q, z_k) + local_weight * L_local(e_q, e_k, matches)``, backward, step.
 
     Args:
@@ -99,7 +54,8 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
         augment: the two-view augmentation; ``None`` uses ``TwoViewAugment()`` defaults.
         global_weight: weight of the global loss (0 skips it).
         local_weight: weight of the local loss (0 skips it).
-        correspondence_mode: ``"geometric"`` (default) or ``"feature_argmax"``, see :func:`dense_correspondence`.
+        correspondence_mode: ``"geometric"`` (default) or ``"feature_argmax"``, see
+            :func:`custom.correspondence.dense_correspondence`.
         seed: seed of the view augmentation and of negative sampling (``num_negatives``).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see
             :func:`custom.engines.precision.resolve_precision`. The losses are computed in fp32.

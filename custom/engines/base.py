@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data.distributed import DistributedSampler
 
 from custom.engines.precision import backward_and_step, make_grad_scaler, resolve_precision
@@ -42,7 +44,7 @@ def check_not_empty(loader: Any, name: str) -> None:
 class MixedPrecisionTrainer(SupervisedTrainer):
     """``SupervisedTrainer`` with ``precision`` (see :func:`resolve_precision`) instead of ``amp`` and an optional
     channels-last network; outputs are not decollated and ``optim_set_to_none`` defaults to True. Subclasses write
-    ``_iteration`` and finish it with :meth:`backward_and_step`.
+    ``_iteration``: after the forward pass :meth:`forward_completed`, after the loss :meth:`finish_iteration`.
 
     Sets ``autocast_dtype`` (None for fp32), ``channels_last`` and ``grad_scaler`` (fp16 on CUDA only).
 
@@ -98,5 +100,20 @@ class MixedPrecisionTrainer(SupervisedTrainer):
         # Ignite builds a fresh iterator (and its in-epoch offset after a mid-epoch resume) when this is None
         engine._dataloader_iter = None
 
-    def backward_and_step(self, loss: torch.Tensor) -> None:
+    def forward_completed(self, output: dict[str, Any]) -> None:
+        """Start ``state.output`` with the forward's results (detached tensors) and fire ``FORWARD_COMPLETED``."""
+        self.state.output = output
+        self.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+    def finish_iteration(self, loss: torch.Tensor, **terms: Any) -> dict[str, Any]:
+        """The common tail of every ``_iteration``: add ``loss`` (detached, as ``"loss"``) and ``terms`` to
+        ``state.output``, fire ``LOSS_COMPLETED``, then backward and optimiser step (through the gradient scaler
+        when there is one, see :func:`~custom.engines.precision.backward_and_step`).
+
+        Returns:
+            ``state.output``, what ``_iteration`` returns.
+        """
+        self.state.output.update({Keys.LOSS: loss.detach(), **terms})
+        self.fire_event(IterationEvents.LOSS_COMPLETED)
         backward_and_step(self, loss, self.grad_scaler)
+        return self.state.output

@@ -6,7 +6,6 @@ from typing import Any, Iterable, Iterator
 
 import torch
 from ignite.engine import Engine, Events
-from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
@@ -146,8 +145,7 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with autocast(engine.state.device, self.autocast_dtype):
             logits1, logits2 = engine.network(inputs)
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels, Keys.PRED: logits1[:n_labeled].detach()}
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.forward_completed({Keys.IMAGE: images, Keys.LABEL: labels, Keys.PRED: logits1[:n_labeled].detach()})
         terms = engine.loss_function(
             logits1[:n_labeled],
             logits2[:n_labeled],
@@ -158,16 +156,10 @@ class CrossPseudoLabelTrainer(MixedPrecisionTrainer):
             teacher1_u=teacher1,
             teacher2_u=teacher2,
         )
-        loss = terms["loss"]
-        engine.state.output.update(
-            {
-                Keys.LOSS: loss.detach(),
-                "loss_sup": terms["loss_sup"],
-                "loss_unsup": terms["loss_unsup"],
-                "lambda_u": weight_u,
-                "lr": engine.optimizer.param_groups[0]["lr"],
-            }
+        return engine.finish_iteration(
+            terms["loss"],
+            loss_sup=terms["loss_sup"],
+            loss_unsup=terms["loss_unsup"],
+            lambda_u=weight_u,
+            lr=engine.optimizer.param_groups[0]["lr"],
         )
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.backward_and_step(loss)
-        return engine.state.output

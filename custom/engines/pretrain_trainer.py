@@ -9,7 +9,6 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 import torch.distributed as dist
-from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
@@ -132,8 +131,7 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
         with autocast(engine.state.device, self.autocast_dtype):
             outputs = engine.network(inputs, return_features=True) if feature_matching else engine.network(inputs)
         dense, global_ = outputs[0].float(), outputs[1].float()
-        engine.state.output = {Keys.IMAGE: images}
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.forward_completed({Keys.IMAGE: images})
 
         dense_q, dense_k = dense[:b], dense[b:]
         features = outputs[2].detach().float() if feature_matching else None
@@ -155,14 +153,6 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
         )
         loss = self.global_weight * loss_global + self.local_weight * loss_local
         valid_fraction = (valid_q.sum() + valid_k.sum()).item() / (valid_q.numel() + valid_k.numel())
-        engine.state.output.update(
-            {
-                Keys.LOSS: loss.detach(),
-                "loss_global": loss_global.detach(),
-                "loss_local": loss_local.detach(),
-                "valid_fraction": valid_fraction,
-            }
+        return engine.finish_iteration(
+            loss, loss_global=loss_global.detach(), loss_local=loss_local.detach(), valid_fraction=valid_fraction
         )
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.backward_and_step(loss)
-        return engine.state.output

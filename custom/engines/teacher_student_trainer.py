@@ -24,7 +24,6 @@ from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
@@ -235,8 +234,7 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
                 with torch.no_grad():
                     t1, t2 = self.teacher(teacher_inputs)
                     teacher_probs = (self._activate(t1) + self._activate(t2)) / 2
-        engine.state.output = {Keys.IMAGE: images, Keys.LABEL: labels, Keys.PRED: logits1[:n_labeled].detach()}
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.forward_completed({Keys.IMAGE: images, Keys.LABEL: labels, Keys.PRED: logits1[:n_labeled].detach()})
         sup = engine.loss_function.supervised(logits1[:n_labeled], logits2[:n_labeled], labels)
         if teacher_probs is None or weight_u == 0:
             unsup = sup.new_zeros(())
@@ -246,18 +244,13 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
         else:
             unsup = hard_label_ce((logits1[n_labeled:], logits2[n_labeled:]), teacher_probs,
                                   self.confidence_threshold, self.binary)
-        loss = sup + weight_u * unsup
-        engine.state.output.update(
-            {
-                Keys.LOSS: loss.detach(),
-                "loss_sup": sup.detach(),
-                "loss_unsup": unsup.detach(),
-                "lambda_u": weight_u,
-                "lr": engine.optimizer.param_groups[0]["lr"],
-            }
+        output = engine.finish_iteration(
+            sup + weight_u * unsup,
+            loss_sup=sup.detach(),
+            loss_unsup=unsup.detach(),
+            lambda_u=weight_u,
+            lr=engine.optimizer.param_groups[0]["lr"],
         )
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.backward_and_step(loss)
         if self.teacher_mode == "ema":
             self.update_teacher()
-        return engine.state.output
+        return output

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
-from custom.engines.teacher_student_trainer import TeacherStudentTrainer, consistency_mse, hard_label_ce
+from custom.engines.teacher_student_trainer import TeacherStudentTrainer
 from custom.handlers import AtomicCheckpointSaver, ResumeFromCheckpoint
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss
 from custom.networks.dual_decoder import DualDecoderUNet
@@ -145,16 +145,6 @@ def test_unlabeled_loss_matches_the_formula_on_a_fixed_batch(mode):
     torch.testing.assert_close(out["loss_sup"], sup, rtol=1e-4, atol=1e-6)
     assert out["lambda_u"] == 0.7
     torch.testing.assert_close(out["loss"], out["loss_sup"] + 0.7 * out["loss_unsup"])
-
-
-def test_hard_label_ce_leaves_out_unconfident_pixels():
-    q = torch.tensor([[0.9, 0.55], [0.1, 0.45]]).view(1, 2, 1, 2)  # pixel 0: class 0 at 0.9; pixel 1: 0.55
-    logits = torch.tensor([[1.0, -1.0], [0.0, 2.0]]).view(1, 2, 1, 2)
-    ce = F.cross_entropy(logits, torch.zeros(1, 1, 2, dtype=torch.long), reduction="none").flatten()
-    torch.testing.assert_close(hard_label_ce([logits], q), ce.mean())
-    torch.testing.assert_close(hard_label_ce([logits], q, confidence_threshold=0.6), ce[0] / 2)
-    torch.testing.assert_close(hard_label_ce([logits, logits], q, 0.6), ce[0])
-    torch.testing.assert_close(consistency_mse([q, q], q), torch.tensor(0.0))
 
 
 def test_bad_arguments_are_rejected():

@@ -17,10 +17,6 @@ from custom.losses.cross_pseudo import CrossPseudoLabelLoss, one_hot_labels, uns
 __all__ = ["CrossPseudoLabelTrainer"]
 
 
-def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    return network.module if hasattr(network, "module") else network
-
-
 def _certain_logits(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Labels (B, 1, H, W) -> logits (B, C, H, W) whose softmax / sigmoid is (nearly) their one-hot: +-20."""
     return (2 * one_hot_labels(labels, num_classes) - 1) * 20.0

@@ -20,57 +20,22 @@ labeled batch, the same data, ramp-up, optimiser and schedule, evaluated as the 
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
-import torch.nn.functional as F
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer, _unwrap
+from custom.engines.base import unwrap_network
+from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
 from custom.engines.precision import autocast
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule
+from custom.losses.teacher_student import consistency_mse, hard_label_ce
 
-__all__ = ["TEACHER_MODES", "TeacherStudentTrainer", "consistency_mse", "hard_label_ce"]
+__all__ = ["TEACHER_MODES", "TeacherStudentTrainer"]
 
 #: ``"ema"``: Mean Teacher; ``"snapshot"``: self-training with a frozen copy of the network
 TEACHER_MODES = ("ema", "snapshot")
-
-
-def consistency_mse(student_probs: Sequence[torch.Tensor], teacher_probs: torch.Tensor) -> torch.Tensor:
-    """``sum_j mean((p_j - q)^2)``: each student map (B, C, H, W) against the teacher's ``q`` (B, C, H, W).
-
-    The mean runs over batch, classes and pixels (the usual segmentation form of the Mean Teacher consistency).
-    """
-    q = teacher_probs.detach().float()
-    return sum(F.mse_loss(p.float(), q) for p in student_probs)
-
-
-def hard_label_ce(
-    student_logits: Sequence[torch.Tensor],
-    teacher_probs: torch.Tensor,
-    confidence_threshold: float = 0.0,
-    binary: bool = False,
-) -> torch.Tensor:
-    """``sum_j mean(mask * CE(l_j, argmax q))`` for student logits ``l_j`` (B, C, H, W), teacher probabilities ``q``.
-
-    ``mask = max_c q >= confidence_threshold`` (all pixels for 0); the mean runs over all B * H * W pixels, masked
-    ones counting as 0, so the term shrinks when the teacher is unsure (FixMatch convention). ``binary``: per-channel
-    BCE against ``one_hot(argmax q)`` (averaged over channels) instead of softmax CE, for sigmoid networks.
-    """
-    with torch.no_grad():
-        confidence, target = teacher_probs.detach().float().max(dim=1)
-        mask = (confidence >= confidence_threshold).float()
-        onehot = F.one_hot(target, teacher_probs.shape[1]).movedim(-1, 1).float() if binary else None
-    total = teacher_probs.new_zeros((), dtype=torch.float32)
-    for logits in student_logits:
-        logits = logits.float()
-        if binary:
-            per_pixel = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").mean(dim=1)
-        else:
-            per_pixel = F.cross_entropy(logits, target, reduction="none")
-        total = total + (per_pixel * mask).mean()
-    return total
 
 
 class TeacherStudentTrainer(CrossPseudoLabelTrainer):
@@ -80,9 +45,9 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
     giving logits ``(l1, l2)``, one teacher forward (eval mode, no grad, same autocast) over ``x_u + n_t`` giving
     ``q = (act(t1) + act(t2)) / 2``, then ``loss = CE(l1, m) + CE(l2, m) + lambda_u(t) * L_u`` with
 
-    - ``"ema"``: ``L_u = MSE(act(l1_u), q) + MSE(act(l2_u), q)`` (:func:`consistency_mse`); the teacher is updated
+    - ``"ema"``: ``L_u = MSE(act(l1_u), q) + MSE(act(l2_u), q)`` (:func:`~custom.losses.teacher_student.consistency_mse`); the teacher is updated
       as ``decay * teacher + (1 - decay) * student`` after every optimiser step;
-    - ``"snapshot"``: ``L_u = CE(l1_u, argmax q) + CE(l2_u, argmax q)`` on confident pixels (:func:`hard_label_ce`);
+    - ``"snapshot"``: ``L_u = CE(l1_u, argmax q) + CE(l2_u, argmax q)`` on confident pixels (:func:`~custom.losses.teacher_student.hard_label_ce`);
       ``L_u = 0`` and no unlabeled data read for the first ``pseudo_label_start`` iterations; the teacher is a copy
       of the network taken at the start of iteration ``pseudo_label_start + 1`` (and every ``relabel_interval``
       iterations after it when > 0).
@@ -167,7 +132,7 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
         self.confidence_threshold = float(confidence_threshold)
         self.binary = getattr(loss_function, "mode", "argmax") == "sigmoid_threshold"
         #: the teacher network: a frozen copy of ``network`` (eval mode, no gradients), part of the resumable state
-        self.teacher: torch.nn.Module = copy.deepcopy(_unwrap(self.network)).requires_grad_(False).eval()
+        self.teacher: torch.nn.Module = copy.deepcopy(unwrap_network(self.network)).requires_grad_(False).eval()
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
         activate = getattr(self.teacher, "activate", None)
@@ -188,13 +153,13 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
     @torch.no_grad()
     def take_snapshot(self) -> None:
         """Copy the student's parameters and buffers into the teacher."""
-        self.teacher.load_state_dict(_unwrap(self.network).state_dict())
+        self.teacher.load_state_dict(unwrap_network(self.network).state_dict())
 
     @torch.no_grad()
     def update_teacher(self) -> None:
         """``teacher <- ema_decay * teacher + (1 - ema_decay) * student`` for parameters and floating-point buffers;
         integer buffers (BatchNorm's ``num_batches_tracked``) are copied."""
-        student = _unwrap(self.network)
+        student = unwrap_network(self.network)
         d = self.ema_decay
         s_params = dict(student.named_parameters())
         for name, t in self.teacher.named_parameters():

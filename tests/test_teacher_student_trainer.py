@@ -1,4 +1,4 @@
-"""Mean Teacher and self-training baselines (TeacherStudentTrainer) and their fine-tuning bundle overlays."""
+"""Mean Teacher and self-training baselines (custom.engines.baselines) and their fine-tuning bundle overlays."""
 
 import copy
 from pathlib import Path
@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
-from custom.engines.teacher_student_trainer import TeacherStudentTrainer
+from custom.engines.baselines import MeanTeacherTrainer, SelfTrainingTrainer, TeacherStudentTrainer
 from custom.handlers import AtomicCheckpointSaver, ResumeFromCheckpoint
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss
 from custom.networks.dual_decoder import DualDecoderUNet
 from slice_data import CountingSlices
 
+BASELINES = {"ema": MeanTeacherTrainer, "snapshot": SelfTrainingTrainer}  # by teacher_mode
 SIZE = 32  # smallest size the network takes (stride 32)
 DECODER = (32, 16, 16, 8, 8)  # small decoders keep the unit tests fast
 
@@ -29,7 +30,7 @@ def _trainer(teacher, iterations=3, seed=0, net=None, max_epochs=None, **kwargs)
     net = net if net is not None else _net()
     labeled, unlabeled = CountingSlices(2, True, SIZE), CountingSlices(2, False, SIZE, seed=1)
     kwargs.setdefault("noise_std", 0.0)
-    trainer = TeacherStudentTrainer(
+    trainer = BASELINES[teacher](
         device="cpu",
         max_epochs=max_epochs or 1,
         epoch_length=1 if max_epochs else iterations,
@@ -38,7 +39,6 @@ def _trainer(teacher, iterations=3, seed=0, net=None, max_epochs=None, **kwargs)
         network=net,
         optimizer=torch.optim.Adam(net.parameters(), 1e-3),
         loss_function=CrossPseudoLabelLoss(),
-        teacher=teacher,
         precision="fp32",
         **kwargs,
     )
@@ -123,7 +123,8 @@ def test_self_training_without_start_reads_no_unlabeled_data():
 
 @pytest.mark.parametrize("mode", ["ema", "snapshot"])
 def test_unlabeled_loss_matches_the_formula_on_a_fixed_batch(mode):
-    trainer, net, labeled, unlabeled = _trainer(mode, iterations=1, pseudo_label_start=0, unsup_weight=0.7)
+    start = {"pseudo_label_start": 0} if mode == "snapshot" else {}
+    trainer, net, labeled, unlabeled = _trainer(mode, iterations=1, unsup_weight=0.7, **start)
     teacher = copy.deepcopy(net).eval()  # both teachers equal the network at the first iteration
     student = copy.deepcopy(net).train()
     outputs, _ = _record(trainer)
@@ -150,14 +151,13 @@ def test_unlabeled_loss_matches_the_formula_on_a_fixed_batch(mode):
 def test_bad_arguments_are_rejected():
     net = _net()
     with pytest.raises(ValueError, match="teacher must be"):
-        TeacherStudentTrainer("cpu", 1, [], net, torch.optim.SGD(net.parameters(), 0.1), CrossPseudoLabelLoss(),
-                              teacher="swa")
+        TeacherStudentTrainer("cpu", 1, [], net, torch.optim.SGD(net.parameters(), 0.1), CrossPseudoLabelLoss())
     with pytest.raises(ValueError, match="ema_decay"):
-        TeacherStudentTrainer("cpu", 1, [], net, torch.optim.SGD(net.parameters(), 0.1), CrossPseudoLabelLoss(),
-                              ema_decay=1.5)
+        MeanTeacherTrainer("cpu", 1, [], net, torch.optim.SGD(net.parameters(), 0.1), CrossPseudoLabelLoss(),
+                           ema_decay=1.5)
 
 
-_RESUME = dict(pseudo_label_start=2, ema_decay=0.5)
+_RESUME = {"snapshot": dict(pseudo_label_start=2), "ema": dict(ema_decay=0.5)}
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def uninterrupted():
 
     def get(mode):
         if mode not in done:
-            trainer, net, _, _ = _trainer(mode, max_epochs=4, **_RESUME)
+            trainer, net, _, _ = _trainer(mode, max_epochs=4, **_RESUME[mode])
             trainer.run()
             done[mode] = trainer.teacher.state_dict(), net.state_dict()
         return done[mode]
@@ -185,14 +185,14 @@ def test_resume_restores_the_teacher(tmp_path, mode, stop, uninterrupted):
     def checkpointed(trainer, net):
         return {"network": net, "optimizer": trainer.optimizer, "trainer": trainer, "teacher": trainer.teacher}
 
-    first, first_net, _, _ = _trainer(mode, max_epochs=stop, **_RESUME)
+    first, first_net, _, _ = _trainer(mode, max_epochs=stop, **_RESUME[mode])
     saver = AtomicCheckpointSaver(tmp_path, checkpointed(first, first_net))
     saver.attach(first)
     first.run()
     saved = torch.load(tmp_path / "last_checkpoint.pt", weights_only=True)
     assert saved["trainer"]["iteration"] == stop and "teacher" in saved
 
-    resumed, resumed_net, _, _ = _trainer(mode, max_epochs=4, seed=5, **_RESUME)  # other initial weights
+    resumed, resumed_net, _, _ = _trainer(mode, max_epochs=4, seed=5, **_RESUME[mode])  # other initial weights
     ResumeFromCheckpoint(tmp_path / "last_checkpoint.pt", checkpointed(resumed, resumed_net)).attach(resumed)
     resumed.run()
     assert resumed.state.iteration == 4

@@ -1,4 +1,4 @@
-"""The part both IDEAL trainers share: a ``SupervisedTrainer`` with hardware-aware mixed precision."""
+"""What every trainer shares: a ``SupervisedTrainer`` with mixed precision and one iteration tail."""
 
 from __future__ import annotations
 

@@ -217,7 +217,7 @@ def test_pretrain_torchrun_gathers_negatives_across_processes(tmp_path):
     ],
 )
 def test_rank0_only_overrides_hit_the_writing_handlers(bundle, handler_ids):
-    """The multi-GPU config disables handlers by list position: they must still be the writers of train.yaml."""
+    """With the multi-GPU config, exactly the writing handlers of train.yaml are disabled on ranks > 0."""
     configs = BUNDLES / bundle / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "train.yaml"), str(configs / "multi_gpu_train.yaml")])

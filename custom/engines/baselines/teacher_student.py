@@ -40,7 +40,7 @@ class TeacherStudentTrainer(CrossPseudoLabelTrainer):
     :meth:`before_iteration` (called first in every iteration) and :meth:`after_step` (after the optimiser step).
 
     Resuming: :attr:`teacher` is an ``nn.Module``; put it in the checkpoint's ``save_dict`` (the bundle overlays add
-    ``train#state#teacher``).
+    ``train#checkpoint#state#teacher``).
 
     Args:
         train_data_loader: labeled slices, items ``{"image": (1, H, W), "label": (1, H, W)}``.

@@ -42,12 +42,13 @@ import csv
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
+
+from custom.atomic import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -263,22 +264,6 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
         std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
         summary[key] = {"mean": float(arr.mean()), "std": std, "n": int(arr.size)}
     return summary
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
-    """Write through ``write(file_object)`` into a temporary file next to ``path``, then move it into place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _csv_value(value: Any) -> Any:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Hashable, Iterator, Mapping
+from typing import Hashable, Mapping
 
 import nibabel as nib
 import numpy as np
@@ -14,6 +12,7 @@ import torch
 from monai.data import NibabelWriter
 from monai.transforms import LoadImaged, MapTransform
 
+from custom.atomic import atomic_path
 from custom.data.datalist.checks import DatasetError, check_image_values
 
 __all__ = ["CheckedLoadImaged", "ValidateVolumed", "AtomicNibabelWriter", "SaveEmbeddingd"]
@@ -104,29 +103,13 @@ class ValidateVolumed(MapTransform):
         return d
 
 
-@contextmanager
-def atomic_output(target: str | os.PathLike, suffix: str) -> Iterator[str]:
-    """Yield a temporary path beside ``target`` (ending in ``suffix``, for writers that go by the extension); on
-    success rename it to ``target``, on any failure remove it: readers never see a half-written output."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class AtomicNibabelWriter(NibabelWriter):
     """``NibabelWriter`` that writes to a temporary file beside the target and renames it: no half-written outputs."""
 
     def write(self, filename, verbose: bool = False, **obj_kwargs):
         target = Path(filename)
-        with atomic_output(target, "".join(target.suffixes) or ".nii.gz") as tmp:
-            super().write(tmp, verbose=verbose, **obj_kwargs)
+        with atomic_path(target, "".join(target.suffixes) or ".nii.gz") as tmp:
+            super().write(str(tmp), verbose=verbose, **obj_kwargs)
 
 
 def _source_stem(data: Mapping[Hashable, object], key: Hashable) -> str:
@@ -156,6 +139,6 @@ class SaveEmbeddingd(MapTransform):
             if emb.ndim != 4:
                 raise ValueError(f"expected a (D, h, w, S) embedding map, got shape {tuple(emb.shape)}")
             target = self.output_dir / f"{_source_stem(d, self.meta_key)}_{self.postfix}.npy"
-            with atomic_output(target, ".npy") as tmp:
+            with atomic_path(target, ".npy") as tmp:
                 np.save(tmp, emb.permute(3, 0, 1, 2).contiguous().numpy())
         return d

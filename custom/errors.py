@@ -1,7 +1,7 @@
 """User-facing input errors and a one-line report of them.
 
 Errors about the user's input (files, datalists, protocols, checkpoints) derive from :class:`InputError` and name the
-file and the problem. MONAI's config machinery wraps them in several layers of ``RuntimeError``; the bundles call
+file and the problem; the user-facing error classes are defined here. MONAI's config machinery wraps them in several layers of ``RuntimeError``; the bundles call
 :func:`install_excepthook` in ``initialize`` so that such a failure prints one line instead of a traceback wall
 (``IDEAL_TRACEBACK=1`` shows the full traceback).
 """
@@ -12,11 +12,26 @@ import os
 import sys
 from types import TracebackType
 
-__all__ = ["InputError", "find_input_error", "install_excepthook"]
+__all__ = [
+    "InputError",
+    "EncoderLoadError",
+    "find_input_error",
+    "install_excepthook",
+    "warn",
+]
 
 
 class InputError(ValueError):
     """A problem with the user's input; the message names the file (or setting) and the problem."""
+
+
+class EncoderLoadError(InputError):
+    """A checkpoint holds no weights that fit the encoder."""
+
+
+def warn(message: str) -> None:
+    """Print ``warning: <message>`` on stderr: a problem the command works around (a skipped case, say)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def find_input_error(exc: BaseException | None) -> InputError | None:

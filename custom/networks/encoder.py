@@ -11,7 +11,7 @@ import torch
 from monai.networks.nets import ResNetFeatures
 from torch import nn
 
-from custom.errors import InputError
+from custom.errors import EncoderLoadError
 
 __all__ = [
     "ENCODER_CHANNELS",
@@ -33,10 +33,6 @@ ENCODER_CHANNELS: dict[str, tuple[int, ...]] = {
     "resnet50": (64, 256, 512, 1024, 2048),
     "resnet101": (64, 256, 512, 1024, 2048),
 }
-
-
-class EncoderLoadError(InputError):
-    """A checkpoint holds no weights that fit the encoder."""
 
 
 class ZeroPadShortcut(nn.Module):

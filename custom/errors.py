@@ -15,6 +15,8 @@ from types import TracebackType
 __all__ = [
     "InputError",
     "EncoderLoadError",
+    "ReportError",
+    "MissingFrameError",
     "find_input_error",
     "install_excepthook",
     "warn",
@@ -27,6 +29,14 @@ class InputError(ValueError):
 
 class EncoderLoadError(InputError):
     """A checkpoint holds no weights that fit the encoder."""
+
+
+class ReportError(InputError):
+    """A problem with the inputs of the cardiac function report; the message names the file or patient."""
+
+
+class MissingFrameError(ReportError):
+    """A patient lacks its ED or ES file (skippable with ``--skip-incomplete``)."""
 
 
 def warn(message: str) -> None:

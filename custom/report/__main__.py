@@ -1,0 +1,5 @@
+import sys
+
+from custom.report.cli import main
+
+sys.exit(main())

@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from custom.data import synthetic
+from custom.data.synthetic import cache as synthetic_cache
 from custom.data.synthetic import (
     ACDC_LABELS,
     MMWHS_LABELS,
@@ -222,7 +223,7 @@ def test_ensure_dataset_interrupted(tmp_path, monkeypatch):
         generate_acdc(out_dir, 1, seed)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synthetic, "generate_acdc", crash)
+    monkeypatch.setattr(synthetic_cache, "generate_acdc", crash)
     with pytest.raises(KeyboardInterrupt):
         ensure_dataset(tmp_path / "acdc", layout="acdc", cases=2)
     assert list(tmp_path.iterdir()) == []  # nothing that could pass for a dataset, no temporary folder

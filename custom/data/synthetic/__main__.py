@@ -1,0 +1,5 @@
+import sys
+
+from custom.data.synthetic.cli import main
+
+sys.exit(main())

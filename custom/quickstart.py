@@ -24,7 +24,6 @@ from custom.errors import InputError
 __all__ = ["main", "dice_table", "DEFAULT_ITERATIONS"]
 
 DEFAULT_ITERATIONS = 500
-_REPO = Path(__file__).resolve().parents[1]
 _PRETRAIN = ["bundles/ideal_pretrain/configs/train.yaml", "bundles/ideal_pretrain/configs/cpu.yaml"]
 _FINETUNE = ["bundles/ideal_finetune/configs/train.yaml", "bundles/ideal_finetune/configs/cpu.yaml"]
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--iterations {args.iterations}: need at least 2")
 
     from custom.experiments.runner import BundleRun, child_env, _run_logged, bundle_command, read_summary
-    from custom.paths import datalist_path, default_dataset
+    from custom.paths import bundle_config, datalist_path, default_dataset
 
     out = Path(args.out).resolve()
     dataset = default_dataset("acdc")
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     infer_dir = out / "inference"
     cmd = bundle_command("run", ["bundles/ideal_finetune/configs/inference.yaml", "bundles/ideal_finetune/configs/cpu.yaml"],
                          {"bundle_root": str(out / "finetune"), "input_glob": str(volume), "output_dir": str(infer_dir)},
-                         str(_REPO / "bundles" / "ideal_finetune" / "configs" / "logging.conf"))
+                         bundle_config("ideal_finetune", "logging.conf"))
     _run_logged(cmd, out / "inference.log", child_env())
     predicted = sorted(infer_dir.glob("*_seg.nii.gz"))
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.iterations < 2:
         raise InputError(f"--iterations {args.iterations}: need at least 2")
 
-    from custom.experiments.runner import BundleRun, child_env, _run_logged, bundle_command, read_summary
+    from custom.experiments.runner import BundleRun, bundle_command, child_env, run_logged
     from custom.paths import bundle_config, datalist_path, default_dataset
 
     out = Path(args.out).resolve()
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = bundle_command("run", ["bundles/ideal_finetune/configs/inference.yaml", "bundles/ideal_finetune/configs/cpu.yaml"],
                          {"bundle_root": str(out / "finetune"), "input_glob": str(volume), "output_dir": str(infer_dir)},
                          bundle_config("ideal_finetune", "logging.conf"))
-    _run_logged(cmd, out / "inference.log", child_env())
+    run_logged(cmd, out / "inference.log", child_env())
     predicted = sorted(infer_dir.glob("*_seg.nii.gz"))
 
     minutes = (time.perf_counter() - started) / 60

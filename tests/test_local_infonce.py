@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from custom.correspondence import indices_to_coords, match_by_feature_argmax, match_grid
-from custom.losses import LocalInfoNCELoss, local_infonce_naive
+from custom.losses import LocalInfoNCELoss
+from custom.losses.local_infonce import local_infonce_naive
 from custom.losses.local_infonce import _sample_negative_index
 from custom.views import sample_affine
 

@@ -14,18 +14,13 @@ from torch.utils.data.distributed import DistributedSampler
 
 from custom.engines.precision import backward_and_step, make_grad_scaler, resolve_precision
 
-__all__ = ["MixedPrecisionTrainer", "distributed_sampler", "check_not_empty", "unwrap_network"]
+__all__ = ["MixedPrecisionTrainer", "distributed_sampler", "check_not_empty"]
 
 
 def distributed_sampler(loader: Any) -> DistributedSampler | None:
     """The ``DistributedSampler`` of a data loader, or None (no sampler, or another kind)."""
     sampler = getattr(loader, "sampler", None)
     return sampler if isinstance(sampler, DistributedSampler) else None
-
-
-def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper, else ``network`` itself."""
-    return network.module if hasattr(network, "module") else network
 
 
 def check_not_empty(loader: Any, name: str) -> None:

@@ -8,10 +8,10 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
+from custom import distributed
 from custom.correspondence import CORRESPONDENCE_MODES, dense_correspondence
 from custom.engines.base import MixedPrecisionTrainer
 from custom.engines.precision import autocast
@@ -20,10 +20,6 @@ from custom.losses.local_infonce import LocalInfoNCELoss
 from custom.views import TwoViewAugment
 
 __all__ = ["ContrastivePretrainTrainer"]
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 class ContrastivePretrainTrainer(MixedPrecisionTrainer):
@@ -103,7 +99,7 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
 
     def iteration_generator(self, iteration: int) -> torch.Generator:
         """The random generator of ``iteration``, seeded from ``(seed, rank, iteration)`` (independent streams)."""
-        state = np.random.SeedSequence([self.seed, _rank(), int(iteration)]).generate_state(1, dtype=np.uint64)[0]
+        state = np.random.SeedSequence([self.seed, distributed.rank(), int(iteration)]).generate_state(1, dtype=np.uint64)[0]
         return self.generator.manual_seed(int(state))
 
     def _images(self, batchdata: dict[str, torch.Tensor]) -> torch.Tensor:

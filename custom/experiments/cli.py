@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from custom.data.datalist import load_split, write_json_atomic
+from custom.atomic import write_json_atomic
+from custom.data.datalist import load_split
 from custom.data.protocols import Protocol
 from custom.errors import InputError
 from custom.experiments.plan import REPO_ROOT, ExperimentDatalists, load_methods, load_profile, plan_runs

@@ -19,10 +19,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from custom.data.datalist import write_json_atomic
+from custom.atomic import write_json_atomic
 from custom.experiments.plan import REPO_ROOT, Profile, RunSpec
 
-__all__ = ["BundleRun", "RunFailed", "bundle_command", "read_summary"]
+__all__ = ["BundleRun", "RunFailed", "bundle_command", "child_env", "read_summary", "run_logged"]
 
 
 class RunFailed(RuntimeError):
@@ -64,7 +64,7 @@ def read_summary(path: Path) -> dict[str, dict[str, float]]:
 class _Child:
     """The running subprocess: SIGTERM/SIGINT of the runner are forwarded to it (it saves its state and exits), and
     the runner exits with 128 + signal once it has. The handler only forwards and records: waiting happens in
-    :func:`_run_logged` (``Popen.wait`` cannot be re-entered from a signal handler)."""
+    :func:`run_logged` (``Popen.wait`` cannot be re-entered from a signal handler)."""
 
     process: subprocess.Popen | None = None
     signum: int | None = None
@@ -90,7 +90,7 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def _run_logged(cmd: list[str], log: Path, env: Mapping[str, str] | None = None) -> float:
+def run_logged(cmd: list[str], log: Path, env: Mapping[str, str] | None = None) -> float:
     """Run ``cmd`` with stdout/stderr appended to ``log``; returns wall seconds; raises RunFailed on error."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -190,7 +190,7 @@ class BundleRun:
         self._save_timing(timing)
         start, trained = time.perf_counter(), False
         try:
-            _run_logged(bundle_command("training", self.configs, overrides, self.logging_file), self.folder / "train.log")
+            run_logged(bundle_command("training", self.configs, overrides, self.logging_file), self.folder / "train.log")
             trained = True
         finally:  # failed and interrupted attempts count towards the training time too
             timing = self._timing()
@@ -202,7 +202,7 @@ class BundleRun:
     def evaluate(self) -> dict[str, dict[str, float]]:
         timing = self._timing()
         overrides = {**self.overrides, **self.eval_overrides}
-        seconds = _run_logged(bundle_command("evaluating", self.eval_configs or [], overrides, self.logging_file), self.folder / "eval.log")
+        seconds = run_logged(bundle_command("evaluating", self.eval_configs or [], overrides, self.logging_file), self.folder / "eval.log")
         timing["eval_s"] += seconds
         self._save_timing(timing)
         return read_summary(self.folder / "eval" / "summary.csv")

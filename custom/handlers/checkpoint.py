@@ -15,7 +15,6 @@ import pickle
 import random
 import re
 import signal
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,10 +26,12 @@ from monai.transforms import Transform
 from torch.utils.data import Dataset
 from monai.handlers import CheckpointLoader
 
+from custom import distributed
+from custom.atomic import save_torch_atomic
+from custom.distributed import unwrap_network
 from custom.errors import InputError
 
 __all__ = [
-    "save_atomic",
     "rng_state",
     "set_rng_state",
     "AtomicCheckpointSaver",
@@ -42,24 +43,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the target folder, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the permissions of a plain open(), not mkstemp's 0600
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def rng_state() -> dict[str, Any]:
@@ -127,7 +110,7 @@ def _unpack_random_state(n: Mapping[str, Any]) -> tuple:
 def _state_dicts(objects: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for name, obj in objects.items():
-        obj = obj.module if hasattr(obj, "module") and isinstance(obj, torch.nn.Module) else obj
+        obj = unwrap_network(obj)
         out[name] = obj.state_dict()
     return out
 
@@ -141,7 +124,6 @@ class AtomicCheckpointSaver:
         save_interval: save every this many epochs (``epoch_level``) or iterations; also at the end of the run.
         epoch_level: interval unit.
         filename: the checkpoint file, overwritten by each save (resume with ``resume_from: <save_dir>/<filename>``).
-        extra: optional callable returning more picklable-safe entries (e.g. ``{"best_metric": ...}``).
     """
 
     def __init__(
@@ -151,12 +133,11 @@ class AtomicCheckpointSaver:
         save_interval: int = 1,
         epoch_level: bool = True,
         filename: str = "last_checkpoint.pt",
-        extra: Any = None,
     ) -> None:
         if save_interval < 1:
             raise ValueError(f"save_interval must be >= 1, got {save_interval}")
         self.path = Path(save_dir) / filename
-        self.save_dict, self.save_interval, self.epoch_level, self.extra = dict(save_dict), save_interval, epoch_level, extra
+        self.save_dict, self.save_interval, self.epoch_level = dict(save_dict), save_interval, epoch_level
         self._saved_at: int | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -165,7 +146,7 @@ class AtomicCheckpointSaver:
         engine.add_event_handler(Events.COMPLETED, self.save)
 
     def save(self, engine: Engine | None = None) -> Path:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        if not distributed.is_rank0():
             return self.path
         if engine is not None and engine.state.iteration == self._saved_at:
             return self.path  # e.g. the last epoch end and COMPLETED
@@ -174,9 +155,7 @@ class AtomicCheckpointSaver:
         if engine is not None:
             transforms = transform_random_states(engine)
             state["rng"]["transforms"] = {k: _pack_random_state(r.get_state()) for k, r in transforms.items()}
-        if self.extra is not None:
-            state.update(self.extra())
-        save_atomic(state, self.path)
+        save_torch_atomic(state, self.path)
         self._saved_at = engine.state.iteration if engine is not None else None
         it = engine.state.iteration if engine is not None else "?"
         logger.info("saved resumable checkpoint at iteration %s to %s", it, self.path)
@@ -218,7 +197,7 @@ class ResumeFromCheckpoint:
         if missing:
             raise InputError(f"{self.path}: checkpoint lacks {', '.join(missing)} (has {', '.join(sorted(state))})")
         for name, obj in self.load_dict.items():
-            obj = obj.module if hasattr(obj, "module") and isinstance(obj, torch.nn.Module) else obj
+            obj = unwrap_network(obj)
             if name not in state:
                 logger.warning("%s: no %r in the checkpoint; it starts afresh", self.path, name)
                 continue
@@ -239,10 +218,10 @@ class ResumeFromCheckpoint:
             for key, packed in saved.items():
                 if key in live:
                     live[key].set_state(_unpack_random_state(packed))
-            if _distributed() and torch.distributed.get_rank() > 0:
+            if not distributed.is_rank0():
                 # the checkpoint holds rank 0's streams: give the other ranks their own (not bit-exact, but ranks must
                 # not draw identical augmentations)
-                rank, it = torch.distributed.get_rank(), int(engine.state.iteration)
+                rank, it = distributed.rank(), int(engine.state.iteration)
                 seed = (1_000_003 * it + 7919 * rank) % (2**31)
                 random.seed(seed)
                 np.random.seed(seed)
@@ -283,10 +262,6 @@ class KeyMetricState:
             ckpt._saved = [type(ckpt).Item(float(p), str(f)) for p, f in state.get("saved", [])]
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
 class SaveOnSignal:
     """On SIGTERM/SIGINT: finish the current iteration, save ``saver``, exit with status 128 + signal number.
 
@@ -318,7 +293,7 @@ class SaveOnSignal:
         self._received = signum
 
     def _check(self, engine: Engine) -> None:
-        if _distributed():
+        if distributed.is_distributed():
             flag = torch.tensor([self._received or 0], dtype=torch.int64)
             if torch.distributed.get_backend() == "nccl":
                 flag = flag.cuda()

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.distributed as dist
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
-from custom.handlers.checkpoint import save_atomic
+from custom.distributed import is_rank0, unwrap_network
+from custom.atomic import save_torch_atomic
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ def plain_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
 
     Contiguous (not channels-last) tensors keep the file loadable anywhere with ``torch.load(weights_only=True)``.
     """
-    network = network.module if hasattr(network, "module") else network
+    network = unwrap_network(network)
     return {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
 
 
@@ -98,15 +98,15 @@ class PretrainedWeightsSaver:
 
     def save(self) -> tuple[Path, Path] | None:
         """Write both files now; returns their paths (None on ranks other than 0)."""
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        if not is_rank0():
             return None
         state = plain_state_dict(self.network)
         encoder = {k: v for k, v in state.items() if k.startswith(self.encoder_prefix)}
         if not encoder:
             raise KeyError(f"the network has no '{self.encoder_prefix}*' entries to export as {self.encoder_filename}.")
         model_path, encoder_path = self.save_dir / self.model_filename, self.save_dir / self.encoder_filename
-        save_atomic(state, model_path)
-        save_atomic(encoder, encoder_path)
+        save_torch_atomic(state, model_path)
+        save_torch_atomic(encoder, encoder_path)
         self.logger.info(
             "saved %s (%d tensors) and %s (%d tensors)", model_path, len(state), encoder_path, len(encoder)
         )

@@ -11,6 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
+from custom import distributed
+
 __all__ = ["GatherFn", "all_gather_with_grad", "resolve_rank", "GlobalInfoNCELoss"]
 
 GatherFn = Callable[[torch.Tensor], torch.Tensor]
@@ -29,21 +31,17 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(world_size * N, ...)`` tensor.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if distributed.world_size() == 1:
         return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    parts = [torch.empty_like(x) for _ in range(distributed.world_size())]
     dist.all_gather(parts, x.detach().contiguous())
-    parts[dist.get_rank()] = x
+    parts[distributed.rank()] = x
     return torch.cat(parts, dim=0)
 
 
 def resolve_rank(rank: int | None) -> int:
     """``rank`` if given, else the ``torch.distributed`` rank when initialised, else 0."""
-    if rank is not None:
-        return int(rank)
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return 0
+    return int(rank) if rank is not None else distributed.rank()
 
 
 class GlobalInfoNCELoss(_Loss):

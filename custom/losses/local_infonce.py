@@ -32,7 +32,7 @@ from torch.nn.modules.loss import _Loss
 from custom.correspondence import sample_at
 from custom.losses.global_infonce import GatherFn, resolve_rank
 
-__all__ = ["LocalInfoNCELoss", "local_infonce_naive"]
+__all__ = ["LocalInfoNCELoss"]
 
 
 @dataclass

@@ -10,7 +10,7 @@ commands use (``custom.data.datalist.load_split``, ``...glob_images``, ``...chec
 from custom.data.datalist.build import DatasetScan, assemble_datalist, build_datalist, scan_dataset, warn_missing
 from custom.data.datalist.checks import DatasetError, check_image_values, check_items, check_pair
 from custom.data.datalist.cli import main
-from custom.data.datalist.files import glob_images, load_split, write_json_atomic
+from custom.data.datalist.files import glob_images, load_split
 from custom.data.datalist.layouts import find_acdc_cases, find_folder_cases, find_mmwhs_cases
 
 __all__ = [
@@ -29,5 +29,4 @@ __all__ = [
     "main",
     "scan_dataset",
     "warn_missing",
-    "write_json_atomic",
 ]

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from custom.data.datalist.build import build_datalist
 from custom.data.datalist.checks import DatasetError
-from custom.data.datalist.files import write_json_atomic
+from custom.atomic import write_json_atomic
 from custom.data.protocols import FOLDER, ProtocolError, available_protocols
 
 __all__ = ["main"]

@@ -8,32 +8,14 @@ from __future__ import annotations
 import glob
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from custom.data.datalist.checks import DatasetError
 
-__all__ = ["write_json_atomic", "load_split", "glob_images"]
+__all__ = ["load_split", "glob_images"]
 
 logger = logging.getLogger(__name__)
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_split(datalist: str | Path, split: str, dataset_dir: str | Path) -> list[dict[str, Any]]:

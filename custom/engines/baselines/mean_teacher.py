@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from custom.engines.base import unwrap_network
+from custom.distributed import unwrap_network
 from custom.engines.baselines.teacher_student import TeacherStudentTrainer
 from custom.losses.teacher_student import consistency_mse
 

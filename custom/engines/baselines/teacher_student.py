@@ -16,7 +16,7 @@ import torch
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from custom.engines.base import unwrap_network
+from custom.distributed import unwrap_network
 from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
 from custom.engines.precision import autocast
 from custom.losses.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule

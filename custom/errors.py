@@ -15,6 +15,8 @@ from types import TracebackType
 __all__ = [
     "InputError",
     "EncoderLoadError",
+    "DatasetError",
+    "ProtocolError",
     "ReportError",
     "MissingFrameError",
     "find_input_error",
@@ -29,6 +31,14 @@ class InputError(ValueError):
 
 class EncoderLoadError(InputError):
     """A checkpoint holds no weights that fit the encoder."""
+
+
+class DatasetError(InputError):
+    """A dataset file is missing, unreadable or inconsistent; the message names the file."""
+
+
+class ProtocolError(InputError):
+    """A protocol is unknown, malformed, or does not fit the data folder."""
 
 
 class ReportError(InputError):

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
-from custom.errors import InputError
+from custom import paths
+from custom.errors import ProtocolError
 
 __all__ = [
     "PROTOCOL_DIR",
@@ -32,12 +33,8 @@ __all__ = [
     "label_mapping",
 ]
 
-PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "datalists" / "protocols"
+PROTOCOL_DIR = paths.protocols_dir()
 FOLDER = "folder"  # the protocol name of a seeded random split of any folder (no definition file)
-
-
-class ProtocolError(InputError):
-    """A protocol is unknown, malformed, or does not fit the data folder."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ import yaml
 
 from custom.data.datalist import DatasetScan, assemble_datalist, scan_dataset, warn_missing
 from custom.data.protocols import Protocol
+from custom import paths
 from custom.errors import InputError
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "ExperimentDatalists",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = paths.root()
 _HERE = Path(__file__).resolve().parent
 PROFILE_DIR = _HERE / "profiles"
 METHODS_FILE = _HERE / "methods.yaml"

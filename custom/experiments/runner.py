@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from custom import paths
 from custom.atomic import write_json_atomic
 from custom.experiments.plan import REPO_ROOT, Profile, RunSpec
 
@@ -138,7 +139,7 @@ class BundleRun:
         self.folder = Path(folder)
         self.configs, self.overrides = list(configs), {**overrides, "bundle_root": str(self.folder)}
         self.eval_configs, self.eval_overrides = eval_configs, dict(eval_overrides or {})
-        self.logging_file = str(REPO_ROOT / "bundles" / bundle / "configs" / "logging.conf")
+        self.logging_file = paths.bundle_config(bundle, "logging.conf")
 
     @property
     def result_file(self) -> Path:

@@ -12,13 +12,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from custom.errors import InputError
+from custom.errors import DatasetError
 
 __all__ = ["DatasetError", "check_image_values", "check_pair", "check_items"]
-
-
-class DatasetError(InputError):
-    """A dataset file is missing, unreadable or inconsistent; the message names the file."""
 
 
 def check_image_values(name: str, values: np.ndarray) -> None:

@@ -109,9 +109,9 @@ def cpu_memory_probe():
 
 def child(args) -> dict:
     """One configuration in this (fresh) process: memory of the first forward + backward, then timings."""
-    from custom.correspondence import match_grid
-    from custom.losses.local_infonce import LocalInfoNCELoss, local_infonce_naive
-    from custom.views import sample_affine
+    from custom.pretraining.correspondence import match_grid
+    from custom.pretraining.local_infonce import LocalInfoNCELoss, local_infonce_naive
+    from custom.pretraining.views import sample_affine
 
     device = C.resolve_device(args.device)
     if args.child == "naive":

@@ -107,7 +107,7 @@ class PlainInference:
 
 def run_size(args, size: int, volumes: list[Path], inputs: Path, root: Path) -> dict:
     import nibabel as nib
-    from custom.networks.dual_decoder import DualDecoderUNet
+    from custom.finetuning.dual_decoder import DualDecoderUNet
     from ignite.engine import Events
     from monai.bundle import ConfigParser
 

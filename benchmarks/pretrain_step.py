@@ -63,8 +63,8 @@ def bundle_trainer(args, size: int, root: str):
 
 
 def run_size(args, size: int) -> dict:
-    from custom.correspondence import match_grid
-    from custom.networks.pretrain_net import ContrastivePretrainNet
+    from custom.pretraining.correspondence import match_grid
+    from custom.pretraining.network import ContrastivePretrainNet
     from ignite.engine import Events
 
     with tempfile.TemporaryDirectory(prefix="bench_pretrain_step_") as root:

@@ -80,7 +80,7 @@ def plain_loss(logits1, logits2, labels, n_labeled: int) -> torch.Tensor:
 
 
 def run_size(args, size: int) -> dict:
-    from custom.networks.dual_decoder import DualDecoderUNet
+    from custom.finetuning.dual_decoder import DualDecoderUNet
     from ignite.engine import Events
 
     with tempfile.TemporaryDirectory(prefix="bench_train_step_") as root:

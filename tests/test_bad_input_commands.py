@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from custom.paths import default_dataset
 
 REPO = Path(__file__).resolve().parents[1]

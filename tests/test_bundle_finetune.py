@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.bundle import run
 
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from custom.paths import default_dataset
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "ideal_finetune"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from custom.networks.encoder import load_encoder_weights
 
 REPO = Path(__file__).resolve().parents[1]

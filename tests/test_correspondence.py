@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom.correspondence import (
+from custom.pretraining.correspondence import (
     cell_centers,
     dense_correspondence,
     indices_to_coords,
@@ -10,7 +10,7 @@ from custom.correspondence import (
     match_grid,
     sample_at,
 )
-from custom.views import sample_affine, warp
+from custom.pretraining.views import sample_affine, warp
 
 
 def coordinate_image(batch_size: int, size: int) -> torch.Tensor:

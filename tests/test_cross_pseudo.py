@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss, hard_pseudo_labels, sigmoid_rampup
+from custom.finetuning.cross_pseudo import CrossPseudoLabelLoss, hard_pseudo_labels, sigmoid_rampup
 
 
 def _logits(seed, shape=(2, 4, 5, 6)):
@@ -119,7 +119,7 @@ def test_ensemble_pseudo_labels():
 
 
 def test_unsup_weight_schedule_warmup_then_ramp():
-    from custom.losses.cross_pseudo import unsup_weight_schedule
+    from custom.finetuning.cross_pseudo import unsup_weight_schedule
 
     assert unsup_weight_schedule(0, 1.0, warmup_steps=10, rampup_steps=20) == 0.0
     assert unsup_weight_schedule(9, 1.0, 10, 20) == 0.0
@@ -130,7 +130,7 @@ def test_unsup_weight_schedule_warmup_then_ramp():
 
 
 def test_masked_dice_pseudo_term_equals_formula():
-    from custom.losses.cross_pseudo import masked_dice_loss
+    from custom.finetuning.cross_pseudo import masked_dice_loss
 
     l1, l2 = _logits(0) * 3, _logits(1) * 3
     fn = CrossPseudoLabelLoss(confidence_threshold=0.8, unsup_ce_weight=0.0, unsup_dice_weight=1.0)
@@ -153,7 +153,7 @@ def test_masked_dice_pseudo_term_equals_formula():
 
 
 def test_masked_dice_present_only_ignores_absent_classes():
-    from custom.losses.cross_pseudo import masked_dice_loss
+    from custom.finetuning.cross_pseudo import masked_dice_loss
 
     target = torch.zeros(2, 4, 5, 6)
     target[:, 0] = 1

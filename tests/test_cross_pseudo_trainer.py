@@ -2,9 +2,9 @@ import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
-from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.trainer import CrossPseudoLabelTrainer
+from custom.finetuning.cross_pseudo import CrossPseudoLabelLoss
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from slice_data import CountingSlices
 
 
@@ -54,7 +54,7 @@ def test_supervised_only_never_reads_unlabeled_data():
 
 
 def test_weak_to_strong_takes_pseudo_labels_from_the_weak_view_and_the_loss_on_the_strong_view():
-    from custom.data.strong_view import StrongView
+    from custom.finetuning.strong_view import StrongView
 
     trainer, net, _, unlabeled = _trainer(unsup_weight=1.0, iterations=2)
     trainer.strong_view = StrongView(cutmix_prob=1.0)
@@ -80,7 +80,7 @@ def test_weak_to_strong_takes_pseudo_labels_from_the_weak_view_and_the_loss_on_t
 
 
 def test_pasted_labeled_boxes_are_taught_with_their_labels():
-    from custom.data.strong_view import StrongView
+    from custom.finetuning.strong_view import StrongView
 
     trainer, net, _, _ = _trainer(unsup_weight=1.0, iterations=1)
     trainer.strong_view = StrongView(intensity_prob=0.0, blur_prob=0.0, cutmix_prob=1.0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from custom.networks.dual_decoder import DecoderOutput, DualDecoderUNet, UNetDecoder
+from custom.finetuning.dual_decoder import DecoderOutput, DualDecoderUNet, UNetDecoder
 from custom.networks.encoder import ENCODER_CHANNELS, EncoderLoadError, load_encoder_weights
 
 

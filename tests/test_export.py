@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from custom.export import ExportError, export_bundle, main
-from custom.networks.dual_decoder import DualDecoderUNet
-from custom.networks.pretrain_net import ContrastivePretrainNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
+from custom.pretraining.network import ContrastivePretrainNet
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = REPO / "bundles" / "ideal_finetune"
@@ -69,7 +69,7 @@ def test_exported_finetune_bundle_runs_inference_without_the_repository(tmp_path
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     for expected in ("configs/metadata.json", "configs/inference.yaml", "configs/train.yaml", "docs/README.md",
                      "LICENSE", "models/model.pt", "custom/__init__.py", "custom/paths.py",
-                     "custom/export.py", "custom/networks/dual_decoder.py", "datalists/synthetic_acdc_L2_c1.json",
+                     "custom/export.py", "custom/finetuning/dual_decoder.py", "datalists/synthetic_acdc_L2_c1.json",
                      "datalists/protocols/acdc_paper.json"):
         assert expected in files, expected
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc") or f.split("/")[0] in ("runs", "data")]

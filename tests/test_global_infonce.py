@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom.losses import GlobalInfoNCELoss, all_gather_with_grad
+from custom.pretraining import GlobalInfoNCELoss, all_gather_with_grad
 
 
 def reference(z_q, z_k, tau):

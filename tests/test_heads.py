@@ -2,7 +2,7 @@ import pytest
 import torch
 from monai.networks.nets import ResNetFeatures
 
-from custom.networks.heads import DenseProjectionHead, GlobalProjectionHead
+from custom.pretraining.heads import DenseProjectionHead, GlobalProjectionHead
 
 
 @pytest.mark.parametrize("in_channels", [64, 256, 512, 2048])

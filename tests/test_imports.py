@@ -15,7 +15,7 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(custom.__path__, prefix="
 
 
 def test_walk_finds_the_package():
-    assert {"custom.losses.local_infonce", "custom.engines.cross_pseudo_trainer", "custom.experiments.cli"} <= set(MODULES)
+    assert {"custom.pretraining.local_infonce", "custom.finetuning.trainer", "custom.experiments.cli"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -14,7 +14,7 @@ from custom.data.datalist import DatasetError, glob_images
 from custom.data.io import AtomicNibabelWriter
 from custom.data.transforms import volume_preprocessing
 from custom.errors import find_input_error
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
 
 INFERENCE = Path(__file__).resolve().parents[1] / "bundles" / "ideal_finetune" / "configs" / "inference.yaml"
 

@@ -13,9 +13,9 @@ LAYERS = {
     "custom": 0,
     "custom.paths": 0, "custom.errors": 0, "custom.atomic": 0, "custom.distributed": 0, "custom.engines.precision": 0,
     "custom.data": 1, "custom.metrics": 1,
-    "custom.networks": 2, "custom.losses": 2, "custom.views": 2, "custom.correspondence": 2,
-    "custom.data.strong_view": 2,
+    "custom.networks": 2, "custom.pretraining": 2, "custom.finetuning": 2,
     "custom.engines": 3, "custom.handlers": 3, "custom.inferers": 3,
+    "custom.pretraining.trainer": 3, "custom.finetuning.trainer": 3,
     "custom.experiments": 4, "custom.quickstart": 4, "custom.export": 4, "custom.report": 4,
 }
 # the configs' default dataset is generated on first use: paths.default_dataset imports the generator lazily
@@ -60,7 +60,7 @@ def test_every_module_imports_only_its_layer_and_below():
 def test_the_check_sees_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from custom.engines.base import MixedPrecisionTrainer\n")
-    assert layer("custom.losses.bad")[1] < layer(next(iter(imports(bad))))[1]
+    assert layer("custom.pretraining.bad")[1] < layer(next(iter(imports(bad))))[1]
 
 
 def test_every_package_of_custom_has_a_layer():

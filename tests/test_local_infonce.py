@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom.correspondence import indices_to_coords, match_by_feature_argmax, match_grid
-from custom.losses import LocalInfoNCELoss
-from custom.losses.local_infonce import local_infonce_naive
-from custom.losses.local_infonce import _sample_negative_index
-from custom.views import sample_affine
+from custom.pretraining.correspondence import indices_to_coords, match_by_feature_argmax, match_grid
+from custom.pretraining import LocalInfoNCELoss
+from custom.pretraining.local_infonce import local_infonce_naive
+from custom.pretraining.local_infonce import _sample_negative_index
+from custom.pretraining.views import sample_affine
 
 
 def random_problem(b=3, d=6, grid_q=(3, 4), grid_k=(4, 3), seed=0, dtype=torch.float32):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
-from custom.networks.dual_decoder import DualDecoderUNet
-from custom.networks.pretrain_net import ContrastivePretrainNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
+from custom.pretraining.network import ContrastivePretrainNet
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"

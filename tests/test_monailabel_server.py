@@ -39,7 +39,7 @@ from monai.data import MetaTensor
 
 from custom.data.transforms import KnownSpacingd
 from custom.export import ExportError, export_bundle, main
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = REPO / "bundles" / "ideal_finetune"

@@ -22,12 +22,12 @@ from monai.bundle import ConfigParser
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
-from custom.losses import GlobalInfoNCELoss, LocalInfoNCELoss
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.trainer import CrossPseudoLabelTrainer
+from custom.pretraining import GlobalInfoNCELoss, LocalInfoNCELoss
+from custom.finetuning.cross_pseudo import CrossPseudoLabelLoss
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from custom.networks.encoder import load_encoder_weights
-from custom.networks.pretrain_net import ContrastivePretrainNet
+from custom.pretraining.network import ContrastivePretrainNet
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = REPO / "bundles"

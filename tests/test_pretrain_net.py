@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from custom.networks.encoder import ENCODER_CHANNELS
-from custom.networks.pretrain_net import ContrastivePretrainNet
+from custom.pretraining.network import ContrastivePretrainNet
 
 
 @pytest.mark.parametrize("feature_level,grid", [(4, 2), (3, 4), (2, 8)])
@@ -43,7 +43,7 @@ def test_invalid_arguments():
 
 
 def test_dense_embedding_net_is_the_normalised_dense_head_and_scripts():
-    from custom.networks.pretrain_net import DenseEmbeddingNet
+    from custom.pretraining.network import DenseEmbeddingNet
 
     torch.manual_seed(0)
     train_net = ContrastivePretrainNet("resnet18", feature_level=3).eval()

@@ -6,12 +6,12 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
-from custom.engines.pretrain_trainer import ContrastivePretrainTrainer
+from custom.pretraining.trainer import ContrastivePretrainTrainer
 from custom.handlers import PretrainedWeightsSaver
-from custom.losses import GlobalInfoNCELoss, LocalInfoNCELoss
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.pretraining import GlobalInfoNCELoss, LocalInfoNCELoss
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from custom.networks.encoder import load_encoder_weights
-from custom.networks.pretrain_net import ContrastivePretrainNet
+from custom.pretraining.network import ContrastivePretrainNet
 
 SIZE = 32  # resnet18 at 32 px with the stride-8 map: a 4 x 4 grid of cells, fast on a CPU
 

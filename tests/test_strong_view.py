@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from custom.data.strong_view import StrongView
+from custom.finetuning.strong_view import StrongView
 
 
 def _images(b=4, h=32, w=40):

@@ -1,9 +1,9 @@
-"""The unlabeled terms of the teacher-student baselines (custom.losses.teacher_student)."""
+"""The unlabeled terms of the teacher-student baselines (custom.engines.baselines.losses)."""
 
 import torch
 import torch.nn.functional as F
 
-from custom.losses.teacher_student import consistency_mse, hard_label_ce
+from custom.engines.baselines.losses import consistency_mse, hard_label_ce
 
 
 def test_hard_label_ce_leaves_out_unconfident_pixels():

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 
 from custom.engines.baselines import MeanTeacherTrainer, SelfTrainingTrainer, TeacherStudentTrainer
 from custom.handlers import AtomicCheckpointSaver, ResumeFromCheckpoint
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss
-from custom.networks.dual_decoder import DualDecoderUNet
+from custom.finetuning.cross_pseudo import CrossPseudoLabelLoss
+from custom.finetuning.dual_decoder import DualDecoderUNet
 from slice_data import CountingSlices
 
 BASELINES = {"ema": MeanTeacherTrainer, "snapshot": SelfTrainingTrainer}  # by teacher_mode

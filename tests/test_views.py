@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from custom.views import (
+from custom.pretraining.views import (
     TwoViewAugment,
     rand_contrast,
     rand_gamma,

@@ -51,7 +51,7 @@ class PretrainedWeightsSaver:
 
     Args:
         save_dir: output folder.
-        network: the pre-training network (e.g. :class:`custom.networks.pretrain_net.ContrastivePretrainNet`),
+        network: the pre-training network (e.g. :class:`custom.pretraining.network.ContrastivePretrainNet`),
             possibly DDP-wrapped.
         model_filename: file name of the whole-network state dict.
         encoder_filename: file name of the encoder-only state dict.

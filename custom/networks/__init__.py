@@ -1,1 +1,2 @@
-"""Networks: the shared ResNet encoder, projection heads and the dual-decoder U-Net."""
+"""Networks shared by both stages: the ResNet encoder. The stage-specific networks live with their stage
+(``custom.pretraining.heads`` / ``network``, ``custom.finetuning.dual_decoder``)."""

@@ -16,14 +16,14 @@ import torch
 
 from custom.distributed import unwrap_network
 from custom.engines.baselines.teacher_student import TeacherStudentTrainer
-from custom.losses.teacher_student import consistency_mse
+from custom.engines.baselines.losses import consistency_mse
 
 __all__ = ["MeanTeacherTrainer"]
 
 
 class MeanTeacherTrainer(TeacherStudentTrainer):
     """:class:`TeacherStudentTrainer` with an EMA teacher and ``L_u = MSE(act(l1_u), q) + MSE(act(l2_u), q)``
-    (:func:`~custom.losses.teacher_student.consistency_mse`), active from the first iteration (``lambda_u`` follows
+    (:func:`~custom.engines.baselines.losses.consistency_mse`), active from the first iteration (``lambda_u`` follows
     the CPS warm-up and ramp-up).
 
     Args:

@@ -17,14 +17,14 @@ import torch
 
 from custom.distributed import unwrap_network
 from custom.engines.baselines.teacher_student import TeacherStudentTrainer
-from custom.losses.teacher_student import hard_label_ce
+from custom.engines.baselines.losses import hard_label_ce
 
 __all__ = ["SelfTrainingTrainer"]
 
 
 class SelfTrainingTrainer(TeacherStudentTrainer):
     """:class:`TeacherStudentTrainer` with a snapshot teacher and ``L_u = CE(l1_u, argmax q) + CE(l2_u, argmax q)``
-    on confident pixels (:func:`~custom.losses.teacher_student.hard_label_ce`; per-channel BCE with
+    on confident pixels (:func:`~custom.engines.baselines.losses.hard_label_ce`; per-channel BCE with
     ``pseudo_label_mode: sigmoid_threshold``).
 
     ``L_u = 0`` and no unlabeled data read for the first ``pseudo_label_start`` iterations; the teacher is a copy of

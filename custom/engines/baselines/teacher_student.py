@@ -17,9 +17,9 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
 from custom.distributed import unwrap_network
-from custom.engines.cross_pseudo_trainer import CrossPseudoLabelTrainer
+from custom.finetuning.trainer import CrossPseudoLabelTrainer
 from custom.engines.precision import autocast
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule
+from custom.finetuning.cross_pseudo import CrossPseudoLabelLoss, unsup_weight_schedule
 
 __all__ = ["TeacherStudentTrainer"]
 

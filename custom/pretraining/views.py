@@ -5,7 +5,7 @@ Two-view augmentation with known geometry for dense contrastive pre-training.
 
 Everything here works on a whole batch of 2D images in torch (on whatever device the batch lives),
 and the spatial part is an affine transform whose matrix is returned, so that dense
-correspondences between the two views can be computed exactly (see :mod:`custom.correspondence`).
+correspondences between the two views can be computed exactly (see :mod:`custom.pretraining.correspondence`).
 
 Convention (that of ``torch.nn.functional.affine_grid`` with ``align_corners=False``): a matrix
 ``theta`` of shape ``(2, 3)`` maps normalised output coordinates ``p = (x, y)`` in ``[-1, 1]^2`` to
@@ -296,7 +296,7 @@ class TwoViewAugment(nn.Module):
     :func:`sample_affine`) is sampled and applied with :func:`warp`, then random intensity changes
     (gamma, contrast, Gaussian blur, Gaussian noise) are applied, each with its own probability.
     The returned matrices locate every view pixel in the original image, which is what
-    :func:`custom.correspondence.match_grid` needs.
+    :func:`custom.pretraining.correspondence.match_grid` needs.
 
     Args:
         rotation_range: see :func:`sample_affine` (radians).

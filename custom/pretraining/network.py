@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from custom.networks.encoder import ENCODER_CHANNELS, build_encoder
-from custom.networks.heads import DenseProjectionHead, GlobalProjectionHead
+from custom.pretraining.heads import DenseProjectionHead, GlobalProjectionHead
 
 __all__ = ["ContrastivePretrainNet", "DenseEmbeddingNet"]
 
@@ -22,7 +22,7 @@ class ContrastivePretrainNet(nn.Module):
     pre-training (IDEAL Sec. 2.1-2.2, eq. 1 and eq. 2).
 
     The encoder is built by :func:`custom.networks.encoder.build_encoder` and stored as ``self.encoder``, so its
-    state-dict entries are ``encoder.*``, exactly the keys of :class:`custom.networks.dual_decoder.DualDecoderUNet`'s
+    state-dict entries are ``encoder.*``, exactly the keys of :class:`custom.finetuning.dual_decoder.DualDecoderUNet`'s
     encoder: the fine-tuning bundle loads them with :func:`custom.networks.encoder.load_encoder_weights`.
     The heads are only used during pre-training.
 

@@ -4,7 +4,7 @@
 Dense local InfoNCE loss of IDEAL (eq. 2), computed exactly in chunks of query cells.
 
 For every valid cell ``i`` of the query embedding map of image ``b``, the positive is the key
-embedding read at the corresponding location (:func:`custom.correspondence.sample_at`), and the
+embedding read at the corresponding location (:func:`custom.pretraining.correspondence.sample_at`), and the
 negatives are the embeddings of all cells of the key maps of the other images ``b' != b``:
 
 .. math::
@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.loss import _Loss
 
-from custom.correspondence import sample_at
-from custom.losses.global_infonce import GatherFn, resolve_rank
+from custom.pretraining.correspondence import sample_at
+from custom.pretraining.global_infonce import GatherFn, resolve_rank
 
 __all__ = ["LocalInfoNCELoss"]
 
@@ -295,10 +295,10 @@ class LocalInfoNCELoss(_Loss):
     Dense local contrastive loss of IDEAL (eq. 2), exact and memory-linear.
 
     Inputs are the dense embeddings of two views (e.g. from
-    :class:`custom.networks.heads.DenseProjectionHead`) and a correspondence from query cells to key
-    locations (e.g. :func:`custom.correspondence.match_grid`, or
-    :func:`~custom.correspondence.match_by_feature_argmax` followed by
-    :func:`~custom.correspondence.indices_to_coords`). Embeddings are L2-normalised over ``D`` inside;
+    :class:`custom.pretraining.heads.DenseProjectionHead`) and a correspondence from query cells to key
+    locations (e.g. :func:`custom.pretraining.correspondence.match_grid`, or
+    :func:`~custom.pretraining.correspondence.match_by_feature_argmax` followed by
+    :func:`~custom.pretraining.correspondence.indices_to_coords`). Embeddings are L2-normalised over ``D`` inside;
     the positive of a query cell is the key map bilinearly sampled at its matched location (then
     normalised); the negatives are all cells of the key maps of the other images in the batch
     (including cells with no valid match), or, with ``num_negatives``, a random subset of that many
@@ -317,7 +317,7 @@ class LocalInfoNCELoss(_Loss):
     ``chunk_size x N_neg`` blocks of similarities plus gradient buffers the size of the embeddings.
     Not twice differentiable.
 
-    Cross-rank negatives: with ``gather_fn`` (e.g. :func:`custom.losses.global_infonce.all_gather_with_grad`),
+    Cross-rank negatives: with ``gather_fn`` (e.g. :func:`custom.pretraining.global_infonce.all_gather_with_grad`),
     the negative bank of each direction is the target maps of all ranks, gathered as a
     ``(B, hk * wk, D)`` tensor of normalised embeddings; anchors stay local. The local block must be at
     position ``rank`` of the gathered tensor, and all ranks need the same batch and map sizes.

@@ -12,12 +12,12 @@ from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
 from custom import distributed
-from custom.correspondence import CORRESPONDENCE_MODES, dense_correspondence
+from custom.pretraining.correspondence import CORRESPONDENCE_MODES, dense_correspondence
 from custom.engines.base import MixedPrecisionTrainer
 from custom.engines.precision import autocast
-from custom.losses.global_infonce import GlobalInfoNCELoss
-from custom.losses.local_infonce import LocalInfoNCELoss
-from custom.views import TwoViewAugment
+from custom.pretraining.global_infonce import GlobalInfoNCELoss
+from custom.pretraining.local_infonce import LocalInfoNCELoss
+from custom.pretraining.views import TwoViewAugment
 
 __all__ = ["ContrastivePretrainTrainer"]
 
@@ -29,18 +29,18 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
     Per iteration, for a batch of ``B`` unlabeled slices ``x``:
 
     1. two views ``x_q, x_k = augment(x)`` are made on the device, with their affine matrices ``theta_q, theta_k``
-       (:class:`custom.views.TwoViewAugment`); the random draws come from a generator seeded with
+       (:class:`custom.pretraining.views.TwoViewAugment`); the random draws come from a generator seeded with
        ``(seed, rank, iteration)``, so a run, and a run resumed from a checkpoint, sees the same views;
     2. one forward of the network over ``[x_q; x_k]`` gives dense embeddings ``(2B, D, h, w)`` and global
        embeddings ``(2B, D_g)``;
-    3. cell correspondences in both directions (:func:`custom.correspondence.dense_correspondence`, ``correspondence_mode``);
+    3. cell correspondences in both directions (:func:`custom.pretraining.correspondence.dense_correspondence`, ``correspondence_mode``);
     4. ``loss = global_weight * L_global(z_q, z_k) + local_weight * L_local(e_q, e_k, matches)``, backward, step.
 
     Args:
         device: device of the network and of the view augmentation.
         max_epochs: number of epochs (of ``epoch_length`` iterations).
         train_data_loader: unlabeled slices, items ``{"image": (1, H, W)}`` (other keys are ignored).
-        network: a :class:`custom.networks.pretrain_net.ContrastivePretrainNet` (or a DDP wrapper of one):
+        network: a :class:`custom.pretraining.network.ContrastivePretrainNet` (or a DDP wrapper of one):
             ``network(x) -> (dense (B, D, h, w), global (B, D_g))`` and, with ``return_features=True``, a third
             output ``(B, C, h, w)`` that ``feature_argmax`` matching uses.
         optimizer: optimizer of the network parameters.
@@ -50,7 +50,7 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
         global_weight: weight of the global loss (0 skips it).
         local_weight: weight of the local loss (0 skips it).
         correspondence_mode: ``"geometric"`` (default) or ``"feature_argmax"``, see
-            :func:`custom.correspondence.dense_correspondence`.
+            :func:`custom.pretraining.correspondence.dense_correspondence`.
         seed: seed of the view augmentation and of negative sampling (``num_negatives``).
         precision: ``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``; see
             :func:`custom.engines.precision.resolve_precision`. The losses are computed in fp32.
@@ -59,7 +59,7 @@ class ContrastivePretrainTrainer(MixedPrecisionTrainer):
             ``precision``; outputs are not decollated.
 
     Cross-rank negatives (DDP) are a property of the losses: construct both with
-    ``gather_fn=custom.losses.all_gather_with_grad``.
+    ``gather_fn=custom.pretraining.all_gather_with_grad``.
 
     ``engine.state.output``: ``image`` (the input batch), ``loss`` (the total), ``loss_global``, ``loss_local``
     (detached scalar tensors) and ``valid_fraction`` (float, share of the cells of both views with a valid match;

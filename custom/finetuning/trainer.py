@@ -9,10 +9,10 @@ from ignite.engine import Engine, Events
 from monai.utils.enums import CommonKeys as Keys
 from torch.utils.data import DataLoader
 
-from custom.data.strong_view import StrongView
+from custom.finetuning.strong_view import StrongView
 from custom.engines.base import MixedPrecisionTrainer, check_not_empty, distributed_sampler
 from custom.engines.precision import autocast
-from custom.losses.cross_pseudo import CrossPseudoLabelLoss, one_hot_labels, unsup_weight_schedule
+from custom.finetuning.cross_pseudo import CrossPseudoLabelLoss, one_hot_labels, unsup_weight_schedule
 
 __all__ = ["CrossPseudoLabelTrainer"]
 

@@ -4,7 +4,7 @@
 Dense correspondences between two views of the same images.
 
 ``geometric`` mode (:func:`match_grid`): exact correspondences from the known affine matrices of the
-two views (see :mod:`custom.views`). ``feature_argmax`` mode (:func:`match_by_feature_argmax`):
+two views (see :mod:`custom.pretraining.views`). ``feature_argmax`` mode (:func:`match_by_feature_argmax`):
 DenseCL-style matching of each query cell to its most similar key cell.
 
 Both produce, for every query feature cell, normalised coordinates in the key feature map
@@ -66,7 +66,7 @@ def match_grid(
     """
     Exact correspondence from the query view's feature grid to the key view, from the known affine
     matrices of both views (view coordinates -> original image coordinates, see
-    :func:`custom.views.sample_affine`).
+    :func:`custom.pretraining.views.sample_affine`).
 
     Every query cell centre ``p`` is mapped to the original image, ``o = theta_q @ [p, 1]``, then into
     the key view, ``c = inverse(theta_k) @ [o, 1]`` (3x3 homogeneous inverse). A cell is valid iff

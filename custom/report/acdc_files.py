@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,28 +139,39 @@ def discover_cases(
     images = scan_frames(image_dir, "")
     gts = scan_frames(gt_dir, gt_suffix) if gt_dir is not None else {}
     infos = find_info_cfgs([image_dir, gt_dir, pred_dir])
+
+    def case_of(item: tuple[str, Mapping[int, list[Path]]]) -> CaseFiles:
+        patient, frames = item
+        ed, es = select_ed_es(patient, list(frames), infos.get(patient), pred_dir)
+        case = CaseFiles(
+            patient=patient,
+            ed_pred=_single(frames[ed], patient, ed, "choose one with --pred-suffix"),
+            es_pred=_single(frames[es], patient, es, "choose one with --pred-suffix"),
+            ed_image=_lookup(images, patient, ed, "image", image_dir),
+            es_image=_lookup(images, patient, es, "image", image_dir),
+            ed_frame=ed,
+            es_frame=es,
+        )
+        if gt_dir is not None:
+            case.ed_gt = _lookup(gts, patient, ed, "ground truth", gt_dir)
+            case.es_gt = _lookup(gts, patient, es, "ground truth", gt_dir)
+        return case
+
+    return _collect_cases(case_of, sorted(preds.items()), skip_incomplete)
+
+
+def _collect_cases(
+    case_of: Callable[[Any], CaseFiles], items: Iterable[Any], skip_incomplete: bool
+) -> list[CaseFiles]:
+    """``case_of(item)`` for every item; an item with a missing frame is an error, or skipped with a warning."""
     cases = []
-    for patient, frames in sorted(preds.items()):
+    for item in items:
         try:
-            ed, es = select_ed_es(patient, list(frames), infos.get(patient), pred_dir)
-            case = CaseFiles(
-                patient=patient,
-                ed_pred=_single(frames[ed], patient, ed, "choose one with --pred-suffix"),
-                es_pred=_single(frames[es], patient, es, "choose one with --pred-suffix"),
-                ed_image=_lookup(images, patient, ed, "image", image_dir),
-                es_image=_lookup(images, patient, es, "image", image_dir),
-                ed_frame=ed,
-                es_frame=es,
-            )
-            if gt_dir is not None:
-                case.ed_gt = _lookup(gts, patient, ed, "ground truth", gt_dir)
-                case.es_gt = _lookup(gts, patient, es, "ground truth", gt_dir)
+            cases.append(case_of(item))
         except MissingFrameError as e:
             if not skip_incomplete:
                 raise
             warn(f"skipped: {e}")
-            continue
-        cases.append(case)
     return cases
 
 
@@ -200,28 +212,22 @@ def read_pairs_csv(
             raise MissingFrameError(f"{row['patient']}: no {column} in {csv_path} and no --{what} folder to find it")
         return _lookup(table, key[0], key[1], what, root)
 
-    cases = []
-    for row in rows:
-        try:
-            ed_pred, es_pred = resolve(row["ed_pred"]), resolve(row["es_pred"])
-            if ed_pred is None or es_pred is None:
-                raise MissingFrameError(f"{row['patient']}: empty ed_pred or es_pred in {csv_path}")
-            case = CaseFiles(
-                patient=row["patient"],
-                ed_pred=ed_pred,
-                es_pred=es_pred,
-                ed_image=companion(row, "ed_image", ed_pred, images, "image", image_dir),
-                es_image=companion(row, "es_image", es_pred, images, "image", image_dir),
-                ed_frame=(_frame_of(ed_pred) or (None, None))[1],
-                es_frame=(_frame_of(es_pred) or (None, None))[1],
-            )
-            if use_gt:
-                case.ed_gt = companion(row, "ed_gt", ed_pred, gts, "gt", gt_dir)
-                case.es_gt = companion(row, "es_gt", es_pred, gts, "gt", gt_dir)
-        except MissingFrameError as e:
-            if not skip_incomplete:
-                raise
-            warn(f"skipped: {e}")
-            continue
-        cases.append(case)
-    return cases
+    def case_of(row: Mapping[str, str]) -> CaseFiles:
+        ed_pred, es_pred = resolve(row["ed_pred"]), resolve(row["es_pred"])
+        if ed_pred is None or es_pred is None:
+            raise MissingFrameError(f"{row['patient']}: empty ed_pred or es_pred in {csv_path}")
+        case = CaseFiles(
+            patient=row["patient"],
+            ed_pred=ed_pred,
+            es_pred=es_pred,
+            ed_image=companion(row, "ed_image", ed_pred, images, "image", image_dir),
+            es_image=companion(row, "es_image", es_pred, images, "image", image_dir),
+            ed_frame=(_frame_of(ed_pred) or (None, None))[1],
+            es_frame=(_frame_of(es_pred) or (None, None))[1],
+        )
+        if use_gt:
+            case.ed_gt = companion(row, "ed_gt", ed_pred, gts, "gt", gt_dir)
+            case.es_gt = companion(row, "es_gt", es_pred, gts, "gt", gt_dir)
+        return case
+
+    return _collect_cases(case_of, rows, skip_incomplete)

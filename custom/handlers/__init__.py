@@ -1,10 +1,13 @@
 """Ignite handlers used by the bundles: evaluation metrics, weight export, atomic resumable checkpoints, progress."""
 
-from custom.handlers.checkpoint import (AtomicCheckpointSaver, CheckedCheckpointLoader, KeyMetricState, ResumableState,
-                                       ResumeFromCheckpoint, SaveOnSignal)
+from custom.handlers.checkpoint import AtomicCheckpointSaver, ResumeFromCheckpoint
+from custom.handlers.checkpoint_loader import CheckedCheckpointLoader
+from custom.handlers.key_metric import KeyMetricState
 from custom.handlers.metrics_saver import VolumeMetricsSaver
 from custom.handlers.pretrained_weights import PretrainedWeightsSaver
 from custom.handlers.progress import TrainingProgress
+from custom.handlers.resumable import ResumableState
+from custom.handlers.signals import SaveOnSignal
 
 __all__ = [
     "AtomicCheckpointSaver",

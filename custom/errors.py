@@ -19,6 +19,7 @@ __all__ = [
     "ProtocolError",
     "ReportError",
     "MissingFrameError",
+    "ExportError",
     "find_input_error",
     "install_excepthook",
     "warn",
@@ -47,6 +48,10 @@ class ReportError(InputError):
 
 class MissingFrameError(ReportError):
     """A patient lacks its ED or ES file (skippable with ``--skip-incomplete``)."""
+
+
+class ExportError(InputError):
+    """The bundle cannot be exported as asked; the message names the file or folder and the problem."""
 
 
 def warn(message: str) -> None:

@@ -33,35 +33,32 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
-import re
 import shutil
 import sys
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from custom.errors import InputError
+from custom import paths
+from custom.atomic import atomic_path, staged_dir
+from custom.errors import ExportError, InputError
+from custom.export_settings import apply_settings, parse_settings
+from custom.handlers.pretrained_weights import ENCODER_PREFIX, encoder_state_dict
 
 __all__ = ["ExportError", "ExportResult", "export_bundle", "main"]
 
-#: the package folder to vendor and the root whose committed datalists are copied (this repository, or an
-#: exported bundle when re-exporting from one)
-_PACKAGE = Path(__file__).resolve().parent
-_ROOT = _PACKAGE.parent
 #: never copied from configs/, docs/, custom/
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".*", "*.egg-info", "*.tmp")
 #: entries of a pre-training network's state dict that the encoder-only file leaves out
 _PRETRAIN_HEADS = ("dense_head.", "global_head.")
-_ENCODER_PREFIX = "encoder."
 
 
-class ExportError(InputError):
-    """The bundle cannot be exported as asked; the message names the file or folder and the problem."""
+def _package_dir() -> Path:
+    """The ``custom/`` package to vendor: of this repository, or of an exported bundle when re-exporting from one."""
+    return paths.root() / "custom"
 
 
 @dataclass
@@ -98,92 +95,14 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _check_out_dir(out_dir: Path, bundle_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ExportError(f"{out_dir}: output folder exists and is not empty; remove it or choose another OUT_DIR")
-    for source in (_PACKAGE, _ROOT / "datalists", bundle_dir / "configs", bundle_dir / "docs"):
+    for source in (_package_dir(), paths.datalists_dir(), bundle_dir / "configs", bundle_dir / "docs"):
         if out_dir == source or source in out_dir.parents:
             raise ExportError(f"{out_dir}: output folder is inside {source}, which the export copies")
 
 
-_SETTING = re.compile(r"(?:(?P<config>[A-Za-z0-9_.-]+?)(?:\.yaml)?:)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)")
-
-
-def _parse_settings(settings: Mapping[str, object] | Sequence[str] | None) -> dict[str, str]:
-    """``{"[config:]key": "yaml text"}`` from a mapping or from ``["[CONFIG:]KEY=VALUE", ...]``; an
-    :class:`ExportError` when one is malformed."""
-    import yaml
-
-    if not settings:
-        return {}
-    if isinstance(settings, Mapping):
-        pairs = [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in settings.items()]
-    else:
-        pairs = []
-        for item in settings:
-            key, sep, value = str(item).partition("=")
-            if not sep:
-                raise ExportError(f"--set {item}: expected [CONFIG:]KEY=VALUE")
-            pairs.append((key.strip(), value.strip()))
-    out: dict[str, str] = {}
-    for spec, value in pairs:
-        match = _SETTING.fullmatch(spec)
-        if match is None:
-            raise ExportError(f"--set {spec}={value}: expected [CONFIG:]KEY with KEY a top-level config key "
-                              "(letters, digits, _) and CONFIG a config file name, e.g. train:datalist")
-        if not value or "\n" in value:
-            raise ExportError(f"--set {spec}={value!r}: VALUE must be one line of YAML text")
-        try:
-            yaml.safe_load(f"{match['key']}: {value}")
-        except yaml.YAMLError as e:
-            reason = " ".join(str(e).split())
-            raise ExportError(f"--set {spec}={value}: VALUE is not valid YAML ({reason})") from None
-        out[spec] = value
-    return out
-
-
-def _apply_settings(configs_dir: Path, settings: Mapping[str, str]) -> dict[str, list[str]]:
-    """Rewrite the top-level ``key:`` line of ``configs_dir/<config>.yaml``, or of every ``configs_dir/*.yaml`` that
-    defines it when no config is named; returns ``[config:]key`` -> the files rewritten."""
-    import yaml
-
-    texts = {p: p.read_text() for p in sorted(configs_dir.glob("*.yaml"))}
-    applied: dict[str, list[str]] = {}
-    for spec, value in settings.items():
-        match = _SETTING.fullmatch(spec)
-        key, config = match["key"], match["config"]
-        if config is not None and configs_dir / f"{config}.yaml" not in texts:
-            raise ExportError(f"--set {spec}: the bundle has no configs/{config}.yaml")
-        line = re.compile(rf"^{re.escape(key)}:(?P<rest>[^\n]*)$", re.MULTILINE)
-        for path, text in texts.items():
-            if config is not None and path.stem != config:
-                continue
-            found = line.search(text)
-            if found is None:
-                continue
-            rest = found.group("rest").strip()
-            if not rest or rest.startswith("#"):
-                raise ExportError(f"configs/{path.name}: '{key}' has a multi-line value; --set only replaces one-line "
-                                  "values")
-            new = f"{key}: {value}  # set by custom.export --set (was: {' '.join(rest.split())})"
-            texts[path] = text[: found.start()] + new + text[found.end():]
-            applied.setdefault(spec, []).append(f"configs/{path.name}")
-        if spec not in applied:
-            where = f"configs/{config}.yaml" if config is not None else "any configs/*.yaml of the bundle"
-            raise ExportError(f"--set {spec}: '{key}' is not a top-level key of {where}")
-    for path, text in texts.items():
-        try:
-            yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            reason = " ".join(str(e).split())
-            raise ExportError(f"configs/{path.name}: not valid YAML after --set ({reason})") from None
-        if text != path.read_text():
-            path.write_text(text)
-    return applied
-
-
 def _default_dataset_args() -> dict:
     """The layout, cases and seed of ``custom.paths.default_dataset``, the dataset the configs use by default."""
-    from custom.paths import default_dataset
-
-    params = inspect.signature(default_dataset).parameters
+    params = inspect.signature(paths.default_dataset).parameters
     return {name: params[name].default for name in ("layout", "cases", "seed")}
 
 
@@ -224,18 +143,15 @@ def export_bundle(
     zip_path = out_dir.parent / f"{out_dir.name}.zip" if make_zip else None
     if zip_path is not None and zip_path.exists():
         raise ExportError(f"{zip_path}: zip file already exists; remove it or choose another OUT_DIR")
-    if not (_PACKAGE / "paths.py").is_file() or not (_ROOT / "datalists").is_dir():
-        raise ExportError(f"{_ROOT}: the custom/ package or datalists/ to vendor are missing")
+    if not (_package_dir() / "paths.py").is_file() or not paths.datalists_dir().is_dir():
+        raise ExportError(f"{paths.root()}: the custom/ package or datalists/ to vendor are missing")
     state = _load_state_dict(weights_path)
-    settings = _parse_settings(settings)
+    settings = parse_settings(settings)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     result = ExportResult(bundle_dir=out_dir, weights_source=weights_path, num_tensors=len(state))
-    try:
-        tmp.mkdir()
+    with staged_dir(out_dir) as tmp:
         shutil.copytree(bundle_dir / "configs", tmp / "configs", ignore=_IGNORE)
-        result.settings = _apply_settings(tmp / "configs", settings)
+        result.settings = apply_settings(tmp / "configs", settings)
         if (bundle_dir / "docs").is_dir():
             shutil.copytree(bundle_dir / "docs", tmp / "docs", ignore=_IGNORE)
         for name in ("LICENSE", "large_files.yml"):  # large_files.yml: only once weights are published somewhere
@@ -244,16 +160,16 @@ def export_bundle(
         (tmp / "models").mkdir()
         shutil.copyfile(weights_path, tmp / "models" / "model.pt")
         if any(k.startswith(_PRETRAIN_HEADS) for k in state):
-            encoder = {k: v for k, v in state.items() if k.startswith(_ENCODER_PREFIX)}
+            encoder = encoder_state_dict(state)
             if not encoder:
-                raise ExportError(f"{weights_path}: pre-training weights without '{_ENCODER_PREFIX}*' entries")
+                raise ExportError(f"{weights_path}: pre-training weights without '{ENCODER_PREFIX}*' entries")
             torch.save(encoder, tmp / "models" / "encoder.pt")
-        shutil.copytree(_PACKAGE, tmp / "custom", ignore=_IGNORE)
+        shutil.copytree(_package_dir(), tmp / "custom", ignore=_IGNORE)
         (tmp / "datalists").mkdir()
-        for src in sorted((_ROOT / "datalists").glob("*.json")):
+        for src in sorted(paths.datalists_dir().glob("*.json")):
             shutil.copy2(src, tmp / "datalists" / src.name)
-        if (_ROOT / "datalists" / "protocols").is_dir():
-            shutil.copytree(_ROOT / "datalists" / "protocols", tmp / "datalists" / "protocols", ignore=_IGNORE)
+        if paths.protocols_dir().is_dir():
+            shutil.copytree(paths.protocols_dir(), tmp / "datalists" / "protocols", ignore=_IGNORE)
         if with_data:
             from custom.data.synthetic import ensure_dataset
 
@@ -261,19 +177,10 @@ def export_bundle(
             ensure_dataset(tmp / "data" / f"synthetic_{args['layout']}", **args)
             result.dataset_dir = out_dir / "data" / f"synthetic_{args['layout']}"
         result.files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
-        if out_dir.is_dir():
-            out_dir.rmdir()  # empty (checked above)
-        os.rename(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if zip_path is not None:
-        tmp_zip = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            archive = shutil.make_archive(str(tmp_zip), "zip", root_dir=out_dir.parent, base_dir=out_dir.name)
-            os.replace(archive, zip_path)
-        finally:
-            Path(f"{tmp_zip}.zip").unlink(missing_ok=True)
+        with atomic_path(zip_path, suffix=".zip") as tmp_zip:
+            # make_archive appends ".zip" to the name it is given: it writes tmp_zip itself
+            shutil.make_archive(str(tmp_zip)[: -len(".zip")], "zip", root_dir=out_dir.parent, base_dir=out_dir.name)
         result.zip_path = zip_path
     return result
 

@@ -17,6 +17,7 @@ LAYERS = {
     "custom.engines": 3, "custom.handlers": 3, "custom.inferers": 3,
     "custom.pretraining.trainer": 3, "custom.finetuning.trainer": 3,
     "custom.experiments": 4, "custom.quickstart": 4, "custom.export": 4, "custom.report": 4,
+    "custom.export_settings": 4,
 }
 # the configs' default dataset is generated on first use: paths.default_dataset imports the generator lazily
 ALLOWED = {("custom.paths", "custom.data.synthetic")}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["PretrainedWeightsSaver", "plain_state_dict"]
+__all__ = ["PretrainedWeightsSaver", "plain_state_dict", "encoder_state_dict", "ENCODER_PREFIX"]
+
+#: key prefix of the encoder's entries in a pre-training network's state dict
+ENCODER_PREFIX = "encoder."
 
 
 def plain_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
@@ -32,6 +36,12 @@ def plain_state_dict(network: nn.Module) -> dict[str, torch.Tensor]:
     """
     network = unwrap_network(network)
     return {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+
+
+def encoder_state_dict(state: Mapping[str, torch.Tensor], prefix: str = ENCODER_PREFIX) -> dict[str, torch.Tensor]:
+    """The entries of a pre-training network's ``state`` whose keys start with ``prefix``, keys unchanged: the
+    content of ``encoder.pt``. Empty when there are none (the callers report that in their own terms)."""
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
 
 
 class PretrainedWeightsSaver:
@@ -66,7 +76,7 @@ class PretrainedWeightsSaver:
         network: nn.Module,
         model_filename: str = "model.pt",
         encoder_filename: str = "encoder.pt",
-        encoder_prefix: str = "encoder.",
+        encoder_prefix: str = ENCODER_PREFIX,
         save_interval: int = 1,
         name: str = "custom.handlers.PretrainedWeightsSaver",
     ) -> None:
@@ -101,7 +111,7 @@ class PretrainedWeightsSaver:
         if not is_rank0():
             return None
         state = plain_state_dict(self.network)
-        encoder = {k: v for k, v in state.items() if k.startswith(self.encoder_prefix)}
+        encoder = encoder_state_dict(state, self.encoder_prefix)
         if not encoder:
             raise KeyError(f"the network has no '{self.encoder_prefix}*' entries to export as {self.encoder_filename}.")
         model_path, encoder_path = self.save_dir / self.model_filename, self.save_dir / self.encoder_filename

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "atomic_write",
     "surface_distances",
     "structure_metrics",
     "volume_metrics",

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from custom.metrics import atomic_write
+from custom.atomic import atomic_write
 
 __all__ = ["PAPER_ACDC_DICE", "result_rows", "write_results_csv", "results_markdown", "plot_dice_vs_fraction",
            "qualitative_figure"]

@@ -50,12 +50,17 @@ def test_a_new_phase_is_estimated_again_from_its_own_rate(caplog):
         time.sleep(0.002 if engine.state.iteration <= 10 else 0.02)  # the second phase is 10x dearer
 
     engine = Engine(step)
-    TrainingProgress(estimate_after=3, log_interval=100, progress_bar=False, phase_starts=[10]).attach(engine)
+    TrainingProgress(estimate_after=3, log_interval=5, progress_bar=False, phase_starts=[10]).attach(engine)
     with caplog.at_level(logging.INFO, logger="train_log"):
         engine.run(range(20), max_epochs=1)
     lines = [r.getMessage() for r in caplog.records if r.name == "train_log"]
     first = next(line for line in lines if line.startswith("estimated duration"))
+    assert "from iteration 10 on an iteration costs more: estimated again then" in first
     again = [line for line in lines if line.startswith("estimated again")]
     assert len(again) == 1 and "remaining 7 iterations" in again[0]  # 3 iterations after iteration 10
     per_iteration = lambda line: float(re.search(r"\(([0-9.]+) s/iteration", line).group(1))  # noqa: E731
     assert per_iteration(again[0]) > 4 * per_iteration(first)
+    # the ETA lines of the dearer phase use its own rate, not the average since the start (which is ~2x lower)
+    eta_15 = next(line for line in lines if line.startswith("iteration 15/20"))
+    rate_15 = float(re.search(r"([0-9.]+) s/iteration", eta_15).group(1))
+    assert rate_15 > 0.75 * per_iteration(again[0])

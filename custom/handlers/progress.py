@@ -12,7 +12,6 @@ from ignite.engine import Engine, Events
 __all__ = ["TrainingProgress", "format_duration"]
 
 
-
 def _logger() -> logging.Logger:
     # looked up at use, not at import: a logger that exists when a bundle applies its logging.conf is disabled by it
     return logging.getLogger("train_log")
@@ -39,7 +38,8 @@ class TrainingProgress:
         unit: what one engine iteration is, plural (``"iterations"``, ``"volumes"``).
         phase_starts: iterations at which the cost of an iteration changes (the end of the supervised warm-up: the
             unlabeled batch is read and forwarded from then on); ``estimate_after`` iterations into each phase the
-            duration is estimated again from that phase's rate, since the first estimate only saw the cheaper one.
+            duration is estimated again from that phase's rate, since the first estimate only saw the cheaper one,
+            and the ETA lines from then on use the rate since the phase started.
         estimate_after: iterations timed before the duration estimate (the first ones are slower: warm-up).
         log_interval: iterations between the plain log lines.
         progress_bar: True/False, or None to use a bar exactly when stderr is a terminal.
@@ -57,6 +57,7 @@ class TrainingProgress:
         self.progress_bar = sys.stderr.isatty() if progress_bar is None else bool(progress_bar)
         self._t0: float | None = None
         self._i0 = 0
+        self._rate_since: tuple[int, float] = (0, 0.0)  # (iteration, time) the ETA's rate is measured from
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._started)
@@ -75,10 +76,12 @@ class TrainingProgress:
         start = engine.state.iteration
         _logger().info("%s: %s%s %d..%d", self.task, facts + "; " if facts else "", self.unit, start, self._total(engine))
         self._t0, self._i0 = time.perf_counter(), start
+        self._rate_since = (start, self._t0)
 
     def _rate(self, engine: Engine) -> float:
-        done = engine.state.iteration - self._i0
-        return done / max(time.perf_counter() - (self._t0 or time.perf_counter()), 1e-9)
+        """Iterations per second since the start, or since the current phase started."""
+        since, t = self._rate_since
+        return (engine.state.iteration - since) / max(time.perf_counter() - t, 1e-9)
 
     def _iteration_completed(self, engine: Engine) -> None:
         iteration = engine.state.iteration
@@ -86,16 +89,19 @@ class TrainingProgress:
         if iteration in self.phase_starts and done > 0 and left > 0:
             self._phase = (iteration, time.perf_counter())
         elif self._phase is not None and iteration - self._phase[0] == self.estimate_after:
-            rate = self.estimate_after / max(time.perf_counter() - self._phase[1], 1e-9)
+            self._rate_since = self._phase
+            rate = self._rate(engine)
             _logger().info("estimated again after %d %s of the next phase: %s for the remaining %d %s (%.2f s/%s)",
                            self.estimate_after, self.unit, format_duration(left / rate), left, self.unit, 1 / rate,
                            self._one)
             self._phase = None
         if done == self.estimate_after:
             rate = self._rate(engine)
-            _logger().info("estimated duration on this machine: %s for the remaining %d %s (%.2f s/%s so far%s)",
+            later = [i for i in self.phase_starts if i > iteration]
+            _logger().info("estimated duration on this machine: %s for the remaining %d %s (%.2f s/%s so far%s%s)",
                            format_duration(left / rate), left, self.unit, 1 / rate, self._one,
-                           ", validation not included" if self.task == "training" else "")
+                           ", validation not included" if self.task == "training" else "",
+                           f"; from iteration {later[0]} on an iteration costs more: estimated again then" if later else "")
         elif not self.progress_bar and done % self.log_interval == 0:
             rate = self._rate(engine)
             _logger().info("%s %d/%d, %.2f s/%s, ETA %s", self._one, iteration, self._total(engine),

@@ -72,3 +72,18 @@ def test_labeled_slices_preprocessed(datalist):
     for case in L8_C1:
         lv = sum(int((s["label"] == 3).sum()) for s in ds.slices if s["case"] == case)
         assert lv > 0, case
+
+
+
+def test_fov_fraction_of_the_configs_keeps_every_heart_whole():
+    """The bundles' ``fov_fraction`` crops the border of geometry-less slices; on every volume of the shared copy
+    the heart must stay inside the crop: no labeled pixel on the border rows or columns of the 128 px slice."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(Path(__file__).resolve().parents[1] / "bundles/ideal_finetune/configs/train.yaml"))
+    pre = volume_preprocessing(keys=("image", "label"), spatial_size=128, fov_fraction=parser["fov_fraction"])
+    for label in sorted(ACDC_DIR.glob("patient*/patient*_gt.nii.gz")):
+        heart = pre({"image": str(label).replace("_gt", ""), "label": str(label)})["label"][0] > 0
+        border = heart[[0, -1]].any() or heart[:, [0, -1]].any()
+        assert heart.any() and not border, label.name

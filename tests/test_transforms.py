@@ -214,6 +214,36 @@ def test_fit_keeps_the_whole_field_of_view_and_inverts(tmp_path):
         assert dice > 0.9, (c, dice)
 
 
+def test_fit_fraction_magnifies_the_centre_and_inverts(tmp_path):
+    """``fov_fraction=0.75`` fits the central 3/4 of the longest side: structures grow by 4/3 per axis, the border is
+    cropped, and the inverse puts the labels back on the original grid with background where the crop removed."""
+    shape = (120, 96, 3)
+    label = np.zeros(shape, np.uint8)
+    label[45:75, 30:60] = 3  # the heart, well inside the central 90 x 90 window
+    label[2:10, 40:50] = 1  # near the border: outside the central 3/4 of the 120 px side
+    image = np.random.default_rng(4).random(shape).astype(np.float32)
+    paths = {"image": _write(tmp_path / "i.nii.gz", image, np.eye(4)), "label": _write(tmp_path / "l.nii.gz", label, np.eye(4))}
+    whole = volume_preprocessing(spatial_size=60, fov="fit")(dict(paths))
+    pre = volume_preprocessing(spatial_size=60, fov="fit", fov_fraction=0.75)
+    data, steps = _steps(pre, dict(paths))
+    assert tuple(steps["FitFieldOfViewd"]["image"].shape) == (1, 80, 64, 3)  # 120 x 96 scaled by 60 / 90
+    assert tuple(data["label"].shape) == (1, 60, 60, 3)
+    grown = (data["label"] == 3).sum() / (whole["label"] == 3).sum()
+    assert float(grown) == pytest.approx((4 / 3) ** 2, rel=0.1)
+    assert (data["label"] == 1).sum() == 0 and (whole["label"] == 1).sum() > 0
+    onehot = torch.nn.functional.one_hot(data["label"][0].long(), 4).permute(3, 0, 1, 2).float()
+    data["pred"] = MetaTensor(onehot, meta=data["image"].meta, applied_operations=data["image"].applied_operations)
+    back = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)["pred"]
+    assert tuple(back.shape) == (4, *shape)
+    back = back.argmax(0).numpy()
+    dice = 2 * ((back == 3) & (label == 3)).sum() / ((back == 3).sum() + (label == 3).sum())
+    assert dice > 0.95
+    assert (back == 1).sum() == 0 and (back[:10] == 0).all()  # cropped border comes back as background
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fov_fraction"):
+            volume_preprocessing(fov_fraction=bad)
+
+
 def test_fit_leaves_images_with_spacing_to_the_resampling(spaced_volume):
     data, steps = _steps(volume_preprocessing(spatial_size=64, fov="fit"), {"image": spaced_volume["image"]})
     assert "Resize" not in [op["class"] for op in data["image"].applied_operations]

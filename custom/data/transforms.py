@@ -89,11 +89,19 @@ class FitFieldOfViewd(Resized):
     057 lose 39-58 % of the RV in a 128 px crop). Images with a known spacing pass unchanged (``KnownSpacingd``
     resamples them instead). The longest in-plane side becomes ``max(spatial_size)``; slices keep their count;
     a following ``ResizeWithPadOrCropd`` pads the short side. The inverse restores the original grid exactly.
+
+    ``fraction`` < 1 fits only the central ``fraction`` of the longest side (a following centre crop removes the
+    border): a magnification for fields of view prescribed around the organ. On the 80 patients of the shared ACDC
+    copy the heart lies within the central 0.67 of the longest side (patient 046 ED; median 0.41).
     """
 
-    def __init__(self, keys, spatial_size: Sequence[int], mode=("bilinear", "nearest"), allow_missing_keys: bool = True):
+    def __init__(self, keys, spatial_size: Sequence[int], mode=("bilinear", "nearest"), fraction: float = 1.0,
+                 allow_missing_keys: bool = True):
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fov_fraction must be in (0, 1], got {fraction!r}")
         super().__init__(keys, spatial_size=(*spatial_size, -1), mode=mode, allow_missing_keys=allow_missing_keys)
         self.target = tuple(int(s) for s in spatial_size)
+        self.fraction = float(fraction)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
         d = dict(data)
@@ -101,7 +109,7 @@ class FitFieldOfViewd(Resized):
         if first is None or has_known_spacing(first):
             return d
         h, w = first.shape[1:3]
-        scale = min(self.target[0] / h, self.target[1] / w)
+        scale = min(self.target[0] / h, self.target[1] / w) / self.fraction
         self.resizer.spatial_size = (max(1, round(h * scale)), max(1, round(w * scale)), -1)
         return super().__call__(d, lazy=lazy)
 
@@ -121,6 +129,7 @@ def volume_preprocessing(
     upper_percentile: float = 99.5,
     max_label: int | None = 255,
     fov: str = "fit",
+    fov_fraction: float = 1.0,
 ) -> Compose:
     """Compose of the volume pipeline; ``keys[0]`` is the image, the others labels.
 
@@ -137,6 +146,8 @@ def volume_preprocessing(
         fov: for images without geometry, ``"fit"`` resizes each slice so the whole field of view fits
             ``spatial_size`` (:class:`FitFieldOfViewd`); ``"crop"`` centre crops/pads the native grid (cuts large
             fields of view). Images with a known spacing are resampled to ``pixdim`` and cropped/padded either way.
+        fov_fraction: with ``fov="fit"``, the central fraction of the longest in-plane side that fits
+            ``spatial_size`` (1: the whole slice; 0.75 magnifies by 4/3 and crops the outer border).
 
     Every input is checked first (:class:`ValidateVolumed`): errors name the file and the problem.
 
@@ -163,7 +174,8 @@ def volume_preprocessing(
         modes = ["bilinear"] + ["nearest"] * len(labels)
         steps.append(KnownSpacingd(keys=keys, pixdim=(*pixdim, -1), mode=modes, allow_missing_keys=True))
     if fov == "fit":
-        steps.append(FitFieldOfViewd(keys=keys, spatial_size=size, mode=["bilinear"] + ["nearest"] * len(labels)))
+        steps.append(FitFieldOfViewd(keys=keys, spatial_size=size, mode=["bilinear"] + ["nearest"] * len(labels),
+                                     fraction=fov_fraction))
     steps += [
         ScaleIntensityRangePercentilesd(keys=image, lower=lower_percentile, upper=upper_percentile, b_min=0.0, b_max=1.0,
                                         clip=True, channel_wise=True),

@@ -29,3 +29,26 @@ def test_train_configs_share_the_run_plumbing():
     assert pretrain["train#checkpoint#state"].items() <= finetune["train#checkpoint#state"].items()
     assert pretrain["train#progress#what"].keys() == finetune["train#progress#what"].keys()
 
+
+
+def _layered(bundle: str, *names: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / bundle / "configs" / name) for name in names])
+    return parser
+
+
+def test_inference_configs_repeat_the_training_settings():
+    """``inference.yaml`` must load alone, so it repeats the settings the trained weights depend on (network and
+    preprocessing); a drift would run a model on input it was not trained on, silently."""
+    repeated = {
+        "ideal_finetune": ["backbone", "num_classes", "spatial_size", "pixdim", "fov", "fov_fraction",
+                           "pseudo_label_mode", "decoder_inits", "halve_upsampling", "precision"],
+        "ideal_pretrain": ["backbone", "feature_level", "embedding_channels", "hidden_channels", "spatial_size",
+                           "pixdim", "fov", "fov_fraction", "precision"],
+    }
+    for bundle, keys in repeated.items():
+        for profile in ([], ["cpu.yaml"]):
+            train = _layered(bundle, "train.yaml", *profile)
+            infer = _layered(bundle, "inference.yaml", *profile)
+            for key in keys:
+                assert infer[key] == train[key], (bundle, profile, key)

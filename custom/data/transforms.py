@@ -9,6 +9,7 @@ input grid.
 
 from __future__ import annotations
 
+import threading
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -102,6 +103,15 @@ class FitFieldOfViewd(Resized):
         super().__init__(keys, spatial_size=(*spatial_size, -1), mode=mode, allow_missing_keys=allow_missing_keys)
         self.target = tuple(int(s) for s in spatial_size)
         self.fraction = float(fraction)
+        self._lock = threading.Lock()
+
+    # the size is set on the shared resizer per volume: a CacheDataset fills its cache from several threads
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict:
         d = dict(data)
@@ -110,8 +120,9 @@ class FitFieldOfViewd(Resized):
             return d
         h, w = first.shape[1:3]
         scale = min(self.target[0] / h, self.target[1] / w) / self.fraction
-        self.resizer.spatial_size = (max(1, round(h * scale)), max(1, round(w * scale)), -1)
-        return super().__call__(d, lazy=lazy)
+        with self._lock:
+            self.resizer.spatial_size = (max(1, round(h * scale)), max(1, round(w * scale)), -1)
+            return super().__call__(d, lazy=lazy)
 
     def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         """Undo the resize only where ``__call__`` resized (the last applied operation is this ``Resize``)."""

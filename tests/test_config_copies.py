@@ -14,27 +14,20 @@ SHARED = ["ckpt_dir", "output_dir", "dataset_dir", "datalist", "device", "resume
           "optimizer#params", "optimizer#fused", "optimizer#lr", "initialize", "run", "training"]
 
 
-def _train(bundle: str) -> ConfigParser:
+def _layered(bundle: str, *names: str) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / bundle / "configs" / "train.yaml"))
+    parser.read_config([str(CONFIGS / bundle / "configs" / name) for name in names])
     return parser
 
 
 def test_train_configs_share_the_run_plumbing():
-    pretrain, finetune = _train("ideal_pretrain"), _train("ideal_finetune")
+    pretrain, finetune = _layered("ideal_pretrain", "train.yaml"), _layered("ideal_finetune", "train.yaml")
     for key in SHARED:
         assert pretrain[key] == finetune[key], key
     checkpoint = {k: v for k, v in pretrain["train#checkpoint"].items() if k != "state"}
     assert checkpoint == {k: v for k, v in finetune["train#checkpoint"].items() if k != "state"}
     assert pretrain["train#checkpoint#state"].items() <= finetune["train#checkpoint#state"].items()
     assert pretrain["train#progress#what"].keys() == finetune["train#progress#what"].keys()
-
-
-
-def _layered(bundle: str, *names: str) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / bundle / "configs" / name) for name in names])
-    return parser
 
 
 def test_inference_configs_repeat_the_training_settings():

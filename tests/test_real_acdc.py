@@ -74,7 +74,6 @@ def test_labeled_slices_preprocessed(datalist):
         assert lv > 0, case
 
 
-
 def test_fov_fraction_of_the_configs_keeps_every_heart_whole():
     """The bundles' ``fov_fraction`` crops the border of geometry-less slices; on every volume of the shared copy
     the heart must stay inside the crop: no labeled pixel on the border rows or columns of the 128 px slice."""

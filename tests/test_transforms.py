@@ -259,4 +259,3 @@ def test_image_only_keys_and_no_load(spaced_volume):
     assert tuple(result["image"].shape) == (1, 32, 32, SHAPE[2])
     assert result["image"].dtype == torch.float32
     np.testing.assert_allclose(result["image"].pixdim.numpy()[:2], [1.5, 1.5], atol=1e-4)
-

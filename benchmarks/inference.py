@@ -5,10 +5,11 @@ and ``warmup + iterations`` synthetic NIfTI volumes of shape ``(256, 216, 10)`` 
 ``--spacing`` mm, 10 mm slices; blurred blobs plus noise, distinct per volume).
 
 Bundle side: ``evaluator`` of ``bundles/ideal_finetune/configs/inference.yaml`` built by ``monai.bundle.ConfigParser``
-(``bundle_root``, ``input_glob``, ``output_dir``, ``backbone``, ``spatial_size`` overridden): checked NIfTI loading,
-spacing, percentile scaling, crop/pad, ``SliceInferer`` over both decoders (ensemble), inversion onto the input grid,
-arg-max and an atomic NIfTI write. Per volume: Ignite ``GET_BATCH_STARTED`` (load + preprocessing happen in the data
-loader) -> after the last ``ITERATION_COMPLETED`` handler (inference, postprocessing and saving are done by then).
+(``bundle_root``, ``input_glob``, ``output_dir``, ``backbone``, ``spatial_size`` overridden; ``test_time_views``
+from ``--test-time-views``, default ``none``: one pass per slice as in the plain loop): checked NIfTI loading, spacing, percentile scaling, crop/pad,
+``SliceInferer`` over both decoders (ensemble), inversion onto the input grid, arg-max and an atomic NIfTI write.
+Per volume: Ignite ``GET_BATCH_STARTED`` (load + preprocessing happen in the data loader) -> after the last
+``ITERATION_COMPLETED`` handler (inference, postprocessing and saving are done by then).
 
 Plain side, for the same file and the same weights: ``nibabel`` load, the same 0.5 / 99.5 percentile scaling to
 [0, 1], centre crop/pad to ``size``, all slices as one batch through the network in eval mode under ``no_grad``
@@ -20,6 +21,7 @@ With the default ``--spacing 1.5`` (the bundle's ``pixdim``) the bundle's resamp
 plain loop has none; pass e.g. ``--spacing 1.25`` to include a real resampling in the bundle's time.
 
     python benchmarks/inference.py [--quick] [--size 128 192] [--iterations 10] [--backbone resnet50]
+                                   [--test-time-views dihedral]
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def build_parser():
     p = C.base_parser(__doc__.split("\n")[0], iterations=10, warmup=2, spacing=1.5)
     p.add_argument("--spacing", type=float, default=None, help="in-plane spacing (mm) of the synthetic volumes (1.5)")
     p.add_argument("--precision", default=None, help="override the config's precision (auto | fp32 | bf16)")
+    p.add_argument("--test-time-views", default="none", choices=["none", "flips", "dihedral"],
+                   help="the bundle's test_time_views (default none: one pass per slice, as the plain loop; the "
+                        "bundle's own default, dihedral, runs 8)")
     return p
 
 
@@ -122,7 +127,7 @@ def run_size(args, size: int, volumes: list[Path], inputs: Path, root: Path) -> 
     parser = ConfigParser()
     parser.read_config(str(C.FINETUNE_CONFIGS / "inference.yaml"))
     overrides = dict(bundle_root=str(bundle_root), output_dir=str(out_bundle), input_glob=str(inputs / "*.nii.gz"),
-                     backbone=args.backbone, spatial_size=size)
+                     backbone=args.backbone, spatial_size=size, test_time_views=args.test_time_views)
     if args.device:
         overrides["device"] = f"$torch.device('{args.device}')"
     if args.precision:
@@ -166,7 +171,7 @@ def run_size(args, size: int, volumes: list[Path], inputs: Path, root: Path) -> 
 
     w = args.warmup
     bundle, plain_s = C.median(rec["bundle"][w:]), C.median(rec["plain"][w:])
-    precision = parser.get_parsed_content("inferer").precision
+    precision = parser.get_parsed_content("precision")
     from custom.engines.precision import resolve_precision
 
     result = dict(
@@ -194,6 +199,7 @@ def main(argv=None) -> int:
         volumes = write_volumes(inputs, args.warmup + args.iterations, args.spacing)
         results = [run_size(args, size, volumes, inputs, root) for size in args.size]
     print(f"## Inference per {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} volume ({args.backbone}, spacing {args.spacing} mm, "
+          f"bundle test_time_views {args.test_time_views}, "
           f"{args.iterations} timed + {args.warmup} warm-up volumes, medians, bundle and plain interleaved)\n")
     rows = [
         (

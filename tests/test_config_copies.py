@@ -45,3 +45,18 @@ def test_inference_configs_repeat_the_training_settings():
             infer = _layered(bundle, "inference.yaml", *profile)
             for key in keys:
                 assert infer[key] == train[key], (bundle, profile, key)
+
+
+def test_inference_and_evaluation_average_the_same_test_time_views():
+    """The Dice that ``evaluate.yaml`` measures is what ``inference.yaml`` gives a user only if both run the same
+    test-time views, through the inferer their evaluators use."""
+    from custom.inferers import SliceSymmetryInferer
+
+    evaluate = _layered("ideal_finetune", "train.yaml", "evaluate.yaml")
+    infer = _layered("ideal_finetune", "inference.yaml")
+    assert evaluate["test_time_views"] == infer["test_time_views"]
+    assert evaluate["validate#evaluator#inferer"] == "@validate#test_time_inferer"
+    assert infer["evaluator#inferer"] == "@inferer"
+    for parser, key in ((evaluate, "validate#test_time_inferer"), (infer, "inferer")):
+        inferer = parser.get_parsed_content(key)
+        assert isinstance(inferer, SliceSymmetryInferer) and inferer.views == parser["test_time_views"], key

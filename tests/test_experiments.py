@@ -168,6 +168,7 @@ def test_runner_writes_results_and_a_rerun_skips_finished_runs(tmp_path, capsys)
     for r in rows:
         assert 0.0 <= float(r["dice_mean"]) <= 1.0 and float(r["hd95_LV"]) >= 0 and r["iterations"] == "2"
         assert r["eval_volumes"] == "2"  # patient006, ED + ES
+        assert r["test_time_views"] == "dihedral"  # evaluate.yaml's default, recorded with every result
     md = (out / "results.md").read_text()
     assert "| supervised |" in md and "| ideal |" in md and "L2 (50 %)" in md
     assert (out / "dice_vs_fraction.png").stat().st_size > 10_000

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from monai.bundle import ConfigParser
 
 from custom import paths
 from custom.atomic import write_json_atomic
@@ -208,6 +209,15 @@ class BundleRun:
         self._save_timing(timing)
         return read_summary(self.folder / "eval" / "summary.csv")
 
+    def eval_setting(self, key: str) -> Any:
+        """``key`` as the evaluation sees it: this run's overrides, else the layered evaluation configs."""
+        overrides = {**self.overrides, **self.eval_overrides}
+        if key in overrides:
+            return overrides[key]
+        parser = ConfigParser()
+        parser.read_config([str(p if Path(p).is_absolute() else REPO_ROOT / p) for p in self.eval_configs or []])
+        return parser.get(key)
+
     def run(self, extra: Mapping[str, Any], log: Any = print) -> dict[str, Any]:
         """Train and evaluate unless done; returns (and writes atomically) ``result.json``."""
         if self.done():
@@ -220,6 +230,7 @@ class BundleRun:
             "train_min": round(timing["train_s"] / 60, 2),
             "eval_min": round(self._timing()["eval_s"] / 60, 2),
             "train_attempts": timing["train_attempts"],
+            "test_time_views": self.eval_setting("test_time_views") if self.eval_configs else None,
             "metrics": summary,
         }
         write_json_atomic(result, self.result_file)

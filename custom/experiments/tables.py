@@ -19,7 +19,7 @@ __all__ = ["PAPER_ACDC_DICE", "result_rows", "write_results_csv", "results_markd
 PAPER_ACDC_DICE = {"L1": 0.738, "L2": 0.846, "L8": 0.879, "L100": 0.882}
 
 _FIXED = ["method", "fraction", "fraction_percent", "subset", "seed", "profile", "iterations", "train_min", "eval_min",
-          "eval_split", "eval_volumes"]
+          "eval_split", "test_time_views", "eval_volumes"]
 
 
 def result_rows(results: Sequence[Mapping[str, Any]], structures: Sequence[str]) -> list[dict[str, Any]]:

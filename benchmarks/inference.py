@@ -6,10 +6,11 @@ and ``warmup + iterations`` synthetic NIfTI volumes of shape ``(256, 216, 10)`` 
 
 Bundle side: ``evaluator`` of ``bundles/ideal_finetune/configs/inference.yaml`` built by ``monai.bundle.ConfigParser``
 (``bundle_root``, ``input_glob``, ``output_dir``, ``backbone``, ``spatial_size`` overridden; ``test_time_views``
-from ``--test-time-views``, default ``none``: one pass per slice as in the plain loop): checked NIfTI loading, spacing, percentile scaling, crop/pad,
-``SliceInferer`` over both decoders (ensemble), inversion onto the input grid, arg-max and an atomic NIfTI write.
-Per volume: Ignite ``GET_BATCH_STARTED`` (load + preprocessing happen in the data loader) -> after the last
-``ITERATION_COMPLETED`` handler (inference, postprocessing and saving are done by then).
+from ``--test-time-views``, default ``none``: one pass per slice as in the plain loop): checked NIfTI loading,
+spacing, percentile scaling, crop/pad, ``SliceInferer`` over both decoders (ensemble), inversion onto the input
+grid, arg-max and an atomic NIfTI write. Per volume: Ignite ``GET_BATCH_STARTED`` (load + preprocessing happen in
+the data loader) -> after the last ``ITERATION_COMPLETED`` handler (inference, postprocessing and saving are done
+by then).
 
 Plain side, for the same file and the same weights: ``nibabel`` load, the same 0.5 / 99.5 percentile scaling to
 [0, 1], centre crop/pad to ``size``, all slices as one batch through the network in eval mode under ``no_grad``
@@ -41,10 +42,12 @@ SHAPE = (256, 216, 10)
 
 
 def build_parser():
+    from custom.inferers import TEST_TIME_VIEWS
+
     p = C.base_parser(__doc__.split("\n")[0], iterations=10, warmup=2, spacing=1.5)
     p.add_argument("--spacing", type=float, default=None, help="in-plane spacing (mm) of the synthetic volumes (1.5)")
     p.add_argument("--precision", default=None, help="override the config's precision (auto | fp32 | bf16)")
-    p.add_argument("--test-time-views", default="none", choices=["none", "flips", "dihedral"],
+    p.add_argument("--test-time-views", default="none", choices=TEST_TIME_VIEWS,
                    help="the bundle's test_time_views (default none: one pass per slice, as the plain loop; the "
                         "bundle's own default, dihedral, runs 8)")
     return p

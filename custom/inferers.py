@@ -9,7 +9,10 @@ from monai.inferers import Inferer
 
 from custom.engines.precision import autocast, resolve_precision
 
-__all__ = ["MixedPrecisionInferer", "SliceSymmetryInferer"]
+__all__ = ["MixedPrecisionInferer", "SliceSymmetryInferer", "TEST_TIME_VIEWS"]
+
+#: the test-time view sets of :class:`SliceSymmetryInferer`: 1, 4 and 8 views
+TEST_TIME_VIEWS = ("none", "flips", "dihedral")
 
 
 class MixedPrecisionInferer(Inferer):
@@ -50,13 +53,11 @@ class SliceSymmetryInferer(Inferer):
     probabilities.
     """
 
-    VIEWS = ("none", "flips", "dihedral")
-
     def __init__(self, inferer: Inferer, views: str = "none", spatial_axes: Sequence[int] = (2, 3)) -> None:
         super().__init__()
-        if views not in self.VIEWS:
-            raise ValueError(f"views must be one of {self.VIEWS}, got {views!r}")
-        if len(spatial_axes) != 2:
+        if views not in TEST_TIME_VIEWS:
+            raise ValueError(f"views must be one of {TEST_TIME_VIEWS}, got {views!r}")
+        if len(spatial_axes) != 2 or spatial_axes[0] == spatial_axes[1]:
             raise ValueError(f"spatial_axes must name the two in-plane axes, got {spatial_axes!r}")
         self.inferer, self.views, self.spatial_axes = inferer, views, tuple(spatial_axes)
 
@@ -82,6 +83,9 @@ class SliceSymmetryInferer(Inferer):
             if flip:
                 x = torch.flip(x, dims=flip)
             out = self.inferer(x, network, *args, **kwargs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"test-time views need one output tensor per input, got {type(out).__name__} "
+                                "(use a network output mode that returns a tensor, e.g. 'ensemble')")
             if flip:
                 out = torch.flip(out, dims=flip)
             out = torch.rot90(out, -k, dims=(a, b))

@@ -65,3 +65,9 @@ def test_quick_run_prints_its_ratio(runs, name):
     assert match, headline[0]  # a number: "nan" or "inf" do not match
     assert math.isfinite(float(match.group(1))) and float(match.group(1)) >= smallest, headline[0]
     assert "| CPU |" in out and "| torch threads |" in out, "the machine table is missing"
+
+
+def test_inference_benchmark_compares_one_pass_with_the_plain_loop(runs):
+    """The plain loop runs each slice once: the bundle side must too, whatever the bundle's own default views are."""
+    code, out, _ = runs["inference.py"]
+    assert code == 0 and "bundle test_time_views none," in out

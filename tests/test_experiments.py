@@ -120,6 +120,10 @@ def test_results_table_has_mean_and_std_over_subsets():
     assert "| ideal | 0.600 ± 0.141 (2) | not run |" in md
     assert "| supervised | 0.400 (1) | not run |" in md
     assert "0.738" in md and "not measured here" in md
+    assert "Test-time views: none (not recorded: evaluated before 0.5.0)." in md
+    rows[0]["test_time_views"] = "dihedral"  # a run evaluated after 0.5.0 beside older ones
+    md = results_markdown(rows, ["supervised", "ideal"], ["L1", "L2"], ["RV", "MYO", "LV"], "## t")
+    assert "Test-time views differ between runs" in md and "dihedral in 1 run(s)" in md
 
 
 def _experiment(tmp: Path, iterations: int, epoch_length: int, val_interval: int, methods: list[str], fractions: list[str]) -> list[str]:

@@ -215,7 +215,7 @@ class BundleRun:
         if key in overrides:
             return overrides[key]
         parser = ConfigParser()
-        parser.read_config([str(p if Path(p).is_absolute() else REPO_ROOT / p) for p in self.eval_configs or []])
+        parser.read_config([str(p if Path(p).is_absolute() else REPO_ROOT / p) for p in self.eval_configs])
         return parser.get(key)
 
     def run(self, extra: Mapping[str, Any], log: Any = print) -> dict[str, Any]:

@@ -5,6 +5,7 @@ method's prediction)."""
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -59,6 +60,16 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
+def _views_note(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Which test-time views the evaluations used; a finished run is skipped, not re-evaluated, so an old output
+    folder can hold runs evaluated before the views existed (one pass, no record)."""
+    views = Counter(r.get("test_time_views") or "none (not recorded: evaluated before 0.5.0)" for r in rows)
+    if len(views) == 1:
+        return f"Test-time views: {next(iter(views))}."
+    return ("**Test-time views differ between runs, and the cells below may mix them**: "
+            + ", ".join(f"{v} in {n} run(s)" for v, n in sorted(views.items())) + ".")
+
+
 def results_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], fractions: Sequence[str],
                      structures: Sequence[str], header: str, paper_reference: Mapping[str, float] | None = None) -> str:
     """Tables in the layout of the paper: mean Dice per method (rows) and labeled set (columns), mean ± std over
@@ -68,7 +79,8 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
 
     percent = {r["fraction"]: r.get("fraction_percent") for r in rows}
     cols = [f"{f} ({percent[f]:g} %)" if percent.get(f) is not None else f for f in fractions]
-    lines = [header, "", "Mean Dice over structures and volumes (mean ± std over subsets/seeds; n runs in brackets):", "",
+    lines = [header, "", _views_note(rows), "",
+             "Mean Dice over structures and volumes (mean ± std over subsets/seeds; n runs in brackets):", "",
              "| method | " + " | ".join(cols) + " |", "|---" * (len(fractions) + 1) + "|"]
     for m in methods:
         cells = []

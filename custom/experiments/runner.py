@@ -46,9 +46,14 @@ def _format_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
+def _config_files(configs: Sequence[str]) -> list[str]:
+    """Config paths as given, relative ones taken from the repository root."""
+    return [str(p if Path(p).is_absolute() else REPO_ROOT / p) for p in configs]
+
+
 def bundle_command(action: str, configs: Sequence[str], overrides: Mapping[str, Any], logging_file: str | None) -> list[str]:
     """``python -m monai.bundle run <action> --config_file [...] --key value ...`` as an argument list."""
-    files = [str(p if Path(p).is_absolute() else REPO_ROOT / p) for p in configs]
+    files = _config_files(configs)
     cmd = [sys.executable, "-m", "monai.bundle", "run", action, "--config_file", json.dumps(files)]
     if logging_file:
         cmd += ["--logging_file", logging_file]
@@ -215,7 +220,7 @@ class BundleRun:
         if key in overrides:
             return overrides[key]
         parser = ConfigParser()
-        parser.read_config([str(p if Path(p).is_absolute() else REPO_ROOT / p) for p in self.eval_configs])
+        parser.read_config(_config_files(self.eval_configs))
         return parser.get(key)
 
     def run(self, extra: Mapping[str, Any], log: Any = print) -> dict[str, Any]:

@@ -45,6 +45,20 @@ def test_training_writes_best_and_last_checkpoints(trained):
     assert list(trained.glob("runs/events.out.tfevents.*")), "TensorBoard events missing"
 
 
+def test_model_selection_last_keeps_the_final_network(tmp_path):
+    """`model_selection: last`: models/model.pt is the network of the last iteration (the one in the resumable
+    checkpoint written at the end), whatever the validation Dice said."""
+    run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(tmp_path), **TINY,
+        model_selection="last")
+    model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    resumable = torch.load(tmp_path / "models" / "last_checkpoint.pt", weights_only=True)
+    assert resumable["trainer"]["iteration"] == 4
+    assert resumable["best_model"]["saved"] == []  # the validation saver kept nothing
+    assert set(model) == set(resumable["network"])
+    for k, v in resumable["network"].items():
+        assert torch.equal(model[k], v), k
+
+
 def test_resume_continues_to_the_configured_iteration(trained, tmp_path):
     """The resumed run starts from the checkpoint's weights and counter and runs only iterations 5 and 6."""
     from ignite.engine import Events

@@ -123,7 +123,11 @@ def test_results_table_has_mean_and_std_over_subsets():
     assert "Test-time views: none (not recorded: evaluated before 0.5.0)." in md
     rows[0]["test_time_views"] = "dihedral"  # a run evaluated after 0.5.0 beside older ones
     md = results_markdown(rows, ["supervised", "ideal"], ["L1", "L2"], ["RV", "MYO", "LV"], "## t")
-    assert "Test-time views differ between runs" in md and "dihedral in 1 run(s)" in md
+    assert "Test-time views: not the same in all runs" in md and "dihedral in 1 run(s)" in md
+    assert "Model selection: validation (not recorded" in md
+    for row in rows:
+        row["model_selection"] = "last"
+    assert "Model selection: last." in results_markdown(rows, ["ideal"], ["L1"], ["RV", "MYO", "LV"], "## t")
 
 
 def _experiment(tmp: Path, iterations: int, epoch_length: int, val_interval: int, methods: list[str], fractions: list[str]) -> list[str]:
@@ -173,6 +177,7 @@ def test_runner_writes_results_and_a_rerun_skips_finished_runs(tmp_path, capsys)
         assert 0.0 <= float(r["dice_mean"]) <= 1.0 and float(r["hd95_LV"]) >= 0 and r["iterations"] == "2"
         assert r["eval_volumes"] == "2"  # patient006, ED + ES
         assert r["test_time_views"] == "dihedral"  # evaluate.yaml's default, recorded with every result
+        assert r["model_selection"] == "validation"  # train.yaml's default, recorded with every result
     md = (out / "results.md").read_text()
     assert "| supervised |" in md and "| ideal |" in md and "L2 (50 %)" in md
     assert (out / "dice_vs_fraction.png").stat().st_size > 10_000

@@ -236,6 +236,7 @@ class BundleRun:
             "eval_min": round(self._timing()["eval_s"] / 60, 2),
             "train_attempts": timing["train_attempts"],
             "test_time_views": self.eval_setting("test_time_views") if self.eval_configs else None,
+            "model_selection": self.eval_setting("model_selection") if self.eval_configs else None,
             "metrics": summary,
         }
         write_json_atomic(result, self.result_file)

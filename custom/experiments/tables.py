@@ -20,7 +20,7 @@ __all__ = ["PAPER_ACDC_DICE", "result_rows", "write_results_csv", "results_markd
 PAPER_ACDC_DICE = {"L1": 0.738, "L2": 0.846, "L8": 0.879, "L100": 0.882}
 
 _FIXED = ["method", "fraction", "fraction_percent", "subset", "seed", "profile", "iterations", "train_min", "eval_min",
-          "eval_split", "test_time_views", "eval_volumes"]
+          "eval_split", "test_time_views", "model_selection", "eval_volumes"]
 
 
 def result_rows(results: Sequence[Mapping[str, Any]], structures: Sequence[str]) -> list[dict[str, Any]]:
@@ -60,14 +60,14 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
 
 
-def _views_note(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Which test-time views the evaluations used; a finished run is skipped, not re-evaluated, so an old output
-    folder can hold runs evaluated before the views existed (one pass, no record)."""
-    views = Counter(r.get("test_time_views") or "none (not recorded: evaluated before 0.5.0)" for r in rows)
-    if len(views) == 1:
-        return f"Test-time views: {next(iter(views))}."
-    return ("**Test-time views differ between runs, and the cells below may mix them**: "
-            + ", ".join(f"{v} in {n} run(s)" for v, n in sorted(views.items())) + ".")
+def _setting_note(rows: Sequence[Mapping[str, Any]], key: str, label: str, unrecorded: str) -> str:
+    """Which value of the setting ``key`` the runs used. A finished run is skipped, not redone, so an old output
+    folder can hold runs made before the setting was recorded (``unrecorded``) beside newer ones."""
+    values = Counter(r.get(key) or unrecorded for r in rows)
+    if len(values) == 1:
+        return f"{label}: {next(iter(values))}."
+    return (f"**{label}: not the same in all runs, and the cells below may mix them**: "
+            + ", ".join(f"{v} in {n} run(s)" for v, n in sorted(values.items())) + ".")
 
 
 def results_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], fractions: Sequence[str],
@@ -79,7 +79,10 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
 
     percent = {r["fraction"]: r.get("fraction_percent") for r in rows}
     cols = [f"{f} ({percent[f]:g} %)" if percent.get(f) is not None else f for f in fractions]
-    lines = [header, "", _views_note(rows), "",
+    notes = [_setting_note(rows, "test_time_views", "Test-time views", "none (not recorded: evaluated before 0.5.0)"),
+             _setting_note(rows, "model_selection", "Model selection",
+                           "validation (not recorded: trained before the model_selection key)")]
+    lines = [header, "", " ".join(notes), "",
              "Mean Dice over structures and volumes (mean ± std over subsets/seeds; n runs in brackets):", "",
              "| method | " + " | ".join(cols) + " |", "|---" * (len(fractions) + 1) + "|"]
     for m in methods:

@@ -59,6 +59,21 @@ def test_model_selection_last_keeps_the_final_network(tmp_path):
         assert torch.equal(model[k], v), k
 
 
+def test_ema_decay_validates_and_saves_the_weight_average(tmp_path):
+    """`ema_decay` > 0: models/model.pt is the exponential moving average of the weights (kept in the resumable
+    checkpoint as `averaged_network`), not the weights of the last step; training itself is unchanged."""
+    run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(tmp_path), **TINY,
+        model_selection="last", ema_decay=0.5)
+    model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    resumable = torch.load(tmp_path / "models" / "last_checkpoint.pt", weights_only=True)
+    assert set(resumable) == {"network", "averaged_network", "optimizer", "lr_scheduler", "trainer", "best_model", "rng"}
+    averaged, trained = resumable["averaged_network"], resumable["network"]
+    assert set(model) == set(averaged) == set(trained)
+    assert all(torch.equal(model[k], averaged[k]) for k in model)
+    weights = [k for k in trained if trained[k].is_floating_point() and "running" not in k]
+    assert any(not torch.equal(averaged[k], trained[k]) for k in weights)
+
+
 def test_resume_continues_to_the_configured_iteration(trained, tmp_path):
     """The resumed run starts from the checkpoint's weights and counter and runs only iterations 5 and 6."""
     from ignite.engine import Events
@@ -101,6 +116,19 @@ def test_evaluate_writes_per_case_metrics(trained, caplog):
             assert 0.0 <= float(row[f"dice_{s}"]) <= 1.0
             assert np.isfinite(float(row[f"hd95_{s}"]))
     assert (trained / "eval" / "summary.csv").is_file()
+
+
+def test_evaluation_scores_the_saved_weights_even_with_ema_decay_set(trained):
+    """evaluate.yaml loads model.pt into the network it scores: a training setting `ema_decay` > 0 left in the
+    command must not make it score a second average (a copy taken before the weights were loaded)."""
+    from monai.bundle import create_workflow
+
+    workflow = create_workflow(config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],
+                               run_id="evaluating", bundle_root=str(trained), eval_split="validation",
+                               ema_decay=0.9, **TINY)
+    network = workflow.parser.get_parsed_content("network")
+    assert workflow.parser.get_parsed_content("validate#network").network is network
+    assert workflow.parser.get_parsed_content("validate#handlers#0").load_dict["model"] is network
 
 
 def test_inference_round_trips_shape_and_affine(trained, tmp_path):

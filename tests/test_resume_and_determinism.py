@@ -154,3 +154,31 @@ def test_best_metric_survives_a_resume(tmp_path):
     validate(after, 0.9)
     assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], net.weight)
     assert KeyMetricState(None).state_dict() == {"saved": []}
+
+
+def test_resumed_run_continues_the_weight_average(tmp_path):
+    """With `ema_decay` the average is part of the resumable state: a run stopped after its first epoch and resumed
+    ends with the same averaged weights as one that was never stopped (a fresh average would restart from the
+    resumed weights)."""
+    from ignite.engine import Events
+    from monai.bundle import create_workflow
+
+    overrides = dict(backbone="resnet18", spatial_size=64, batch_size=2, unlabeled_batch_size=2, max_iterations=4,
+                     epoch_length=2, val_interval=100, ema_decay=0.5)
+    run("training", config_file=str(CONFIG), bundle_root=str(tmp_path / "full"), **overrides)
+
+    stopped = create_workflow(config_file=str(CONFIG), run_id="training", bundle_root=str(tmp_path / "resumed"),
+                              **overrides)
+    stopped.parser.get_parsed_content("train#trainer").add_event_handler(
+        Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())
+    stopped.run()
+    stopped.finalize()
+    ckpt = tmp_path / "resumed" / "models" / "last_checkpoint.pt"
+    assert _iteration(ckpt) == 2
+    run("training", config_file=str(CONFIG), bundle_root=str(tmp_path / "resumed"), resume_from=str(ckpt), **overrides)
+
+    a = torch.load(tmp_path / "full" / "models" / "last_checkpoint.pt", weights_only=True)
+    b = torch.load(ckpt, weights_only=True)
+    assert b["trainer"]["iteration"] == 4
+    for k in a["averaged_network"]:
+        assert torch.equal(a["averaged_network"][k], b["averaged_network"][k]), k

@@ -10,6 +10,7 @@ from custom.handlers.pretrained_weights import PretrainedWeightsSaver
 from custom.handlers.progress import TrainingProgress
 from custom.handlers.resumable import ResumableState
 from custom.handlers.signals import SaveOnSignal
+from custom.handlers.weight_average import WeightAverage
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -19,4 +20,5 @@ __all__ = [
     "keeps_last_model",
     "KeyMetricState",
     "ResumableState",
-    "ResumeFromCheckpoint", "SaveOnSignal", "VolumeMetricsSaver", "PretrainedWeightsSaver", "TrainingProgress"]
+    "ResumeFromCheckpoint", "SaveOnSignal", "VolumeMetricsSaver", "PretrainedWeightsSaver", "TrainingProgress",
+    "WeightAverage"]

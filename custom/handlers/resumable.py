@@ -23,7 +23,8 @@ class ResumableState:
 
     Args:
         save_dir: output folder of ``filename``.
-        state: objects with ``state_dict()`` / ``load_state_dict()``: network(s), optimizer, lr scheduler, trainer.
+        state: objects with ``state_dict()`` / ``load_state_dict()``: network(s), optimizer, lr scheduler, trainer;
+            None values (an optional part that is off, such as the weight average) are left out.
         save_interval: epochs between saves.
         filename: the checkpoint file, overwritten by each save.
         resume_from: a checkpoint of this state to continue from; None or "" starts afresh. A missing file is an
@@ -40,6 +41,7 @@ class ResumableState:
         resume_from: str | os.PathLike | None = None,
         map_location: Any = "cpu",
     ) -> None:
+        state = {key: value for key, value in state.items() if value is not None}
         self.saver = AtomicCheckpointSaver(save_dir, state, save_interval=save_interval, filename=filename)
         self.save_on_signal = SaveOnSignal(self.saver)
         self.resume = ResumeFromCheckpoint(resume_from, state, map_location=map_location) if resume_from else None

@@ -59,7 +59,7 @@ def test_model_selection_last_keeps_the_final_network(tmp_path):
         assert torch.equal(model[k], v), k
 
 
-def test_ema_decay_validates_and_saves_the_weight_average(tmp_path):
+def test_ema_decay_validates_and_saves_the_weight_average(trained, tmp_path):
     """`ema_decay` > 0: models/model.pt is the exponential moving average of the weights (kept in the resumable
     checkpoint as `averaged_network`), not the weights of the last step; training itself is unchanged."""
     run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(tmp_path), **TINY,
@@ -67,11 +67,14 @@ def test_ema_decay_validates_and_saves_the_weight_average(tmp_path):
     model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     resumable = torch.load(tmp_path / "models" / "last_checkpoint.pt", weights_only=True)
     assert set(resumable) == {"network", "averaged_network", "optimizer", "lr_scheduler", "trainer", "best_model", "rng"}
-    averaged, trained = resumable["averaged_network"], resumable["network"]
-    assert set(model) == set(averaged) == set(trained)
+    averaged, last = resumable["averaged_network"], resumable["network"]
+    assert set(model) == set(averaged) == set(last)
     assert all(torch.equal(model[k], averaged[k]) for k in model)
-    weights = [k for k in trained if trained[k].is_floating_point() and "running" not in k]
-    assert any(not torch.equal(averaged[k], trained[k]) for k in weights)
+    weights = [k for k in last if last[k].is_floating_point() and "running" not in k]
+    assert any(not torch.equal(averaged[k], last[k]) for k in weights)
+    # the same seed without the average (the `trained` run) trains the same network
+    without = torch.load(trained / "models" / "last_checkpoint.pt", weights_only=True)["network"]
+    assert all(torch.equal(last[k], without[k]) for k in last)
 
 
 def test_resume_continues_to_the_configured_iteration(trained, tmp_path):

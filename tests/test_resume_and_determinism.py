@@ -157,14 +157,14 @@ def test_best_metric_survives_a_resume(tmp_path):
 
 
 def test_resumed_run_continues_the_weight_average(tmp_path):
-    """With `ema_decay` the average is part of the resumable state: a run stopped after its first epoch and resumed
+    """With `weight_average_decay` the average is part of the resumable state: a run stopped after its first epoch and resumed
     ends with the same averaged weights as one that was never stopped (a fresh average would restart from the
     resumed weights)."""
     from ignite.engine import Events
     from monai.bundle import create_workflow
 
     overrides = dict(backbone="resnet18", spatial_size=64, batch_size=2, unlabeled_batch_size=2, max_iterations=4,
-                     epoch_length=2, val_interval=100, ema_decay=0.5)
+                     epoch_length=2, val_interval=100, weight_average_decay=0.5)
     run("training", config_file=str(CONFIG), bundle_root=str(tmp_path / "full"), **overrides)
 
     stopped = create_workflow(config_file=str(CONFIG), run_id="training", bundle_root=str(tmp_path / "resumed"),

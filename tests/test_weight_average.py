@@ -1,4 +1,4 @@
-"""The weight average (`ema_decay`) on a tiny network: the update rule, the batch-norm statistics, the settings."""
+"""The weight average (`weight_average_decay`) on a tiny network: the update rule, the batch-norm statistics, the settings."""
 
 import pytest
 import torch
@@ -62,5 +62,5 @@ def test_average_of_a_wrapped_network_is_a_plain_copy():
 
 @pytest.mark.parametrize("decay", [1.0, -0.1, 1.5])
 def test_decay_outside_the_unit_interval_is_an_error_naming_the_setting(decay):
-    with pytest.raises(InputError, match="ema_decay must be in"):
+    with pytest.raises(InputError, match="weight_average_decay must be in"):
         WeightAverage(nn.Linear(2, 2), decay)

@@ -1,7 +1,7 @@
 # Copyright (c) IDEAL on MONAI contributors.
 # Licensed under the Apache License, Version 2.0.
 """An exponential moving average of the trained weights: the network that the fine-tuning bundle validates and
-saves when ``ema_decay`` > 0."""
+saves when ``weight_average_decay`` > 0."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class WeightAverage:
 
     def __init__(self, network: nn.Module, decay: float = 0.0) -> None:
         if not 0.0 <= float(decay) < 1.0:
-            raise InputError(f"ema_decay must be in [0, 1) (0 = no averaging), got {decay!r}")
+            raise InputError(f"weight_average_decay must be in [0, 1) (0 = no averaging), got {decay!r}")
         self.trained_network = unwrap_network(network)
         self.ema = None
         if decay > 0:

@@ -227,3 +227,20 @@ def test_interrupted_experiment_resumes_its_run_to_the_full_iteration_count(tmp_
     result = json.loads((run / "result.json").read_text())
     assert result["iterations"] == 8 and result["train_attempts"] == 2
     assert "--resume_from" in (run / "train.log").read_text()
+
+
+def test_eta_prices_each_pending_run_by_its_method():
+    """The runner's ETA: a method's own timed runs, else runs of the same kind (with or without an unlabeled
+    term), else the others scaled by UNLABELED_COST; the first ideal run after supervised ones is not priced as one."""
+    from custom.experiments.cli import UNLABELED_COST, _estimate_s, _eta
+
+    assert not Method("supervised", "", finetune_overrides={"unsup_weight": 0.0}).uses_unlabeled
+    assert Method("ideal", "").uses_unlabeled  # train.yaml's default unsup_weight is 1
+    timed = [("supervised", False, 600.0), ("supervised", False, 1200.0)]
+    assert _estimate_s(timed, "supervised", False) == 900.0
+    assert _estimate_s(timed, "local_only_pretrain", False) == 900.0
+    assert _estimate_s(timed, "ideal", True) == 900.0 * UNLABELED_COST
+    timed.append(("ideal", True, 3000.0))
+    assert _estimate_s(timed, "ideal", True) == 3000.0 and _estimate_s(timed, "cps_scratch", True) == 3000.0
+    assert _eta(timed, [("ideal", True), ("supervised", False)]).startswith("; 2 run(s) left, ETA 65 min (about ")
+    assert _eta(timed, []) == "" and _eta([], [("ideal", True)]) == ""

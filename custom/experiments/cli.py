@@ -56,13 +56,29 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _eta(run_seconds: list[float], pending: int) -> str:
-    """``; ETA ...`` for ``pending`` runs at the mean wall time of the runs of this invocation ('' when none left)."""
-    if pending <= 0 or not run_seconds:
+# A run with an unlabeled term against a supervised-only run of the same profile: its supervised warm-up (a quarter
+# of the iterations) costs the same, every later iteration about twice as much (1/4 + 3/4 x 2; measured 1.2-2.0x).
+UNLABELED_COST = 1.75
+
+
+def _estimate_s(timed: Sequence[tuple[str, bool, float]], method: str, uses_unlabeled: bool) -> float:
+    """Seconds one run of ``method`` should take, from the ``(method, uses_unlabeled, seconds)`` of timed runs: their
+    mean for the same method, else for methods of the same kind, else all of them scaled by ``UNLABELED_COST``."""
+    for same in ([t for m, _, t in timed if m == method], [t for _, u, t in timed if u == uses_unlabeled]):
+        if same:
+            return sum(same) / len(same)
+    others = sum(t for _, _, t in timed) / len(timed)
+    return others * UNLABELED_COST if uses_unlabeled else others / UNLABELED_COST
+
+
+def _eta(timed: Sequence[tuple[str, bool, float]], pending: Sequence[tuple[str, bool]]) -> str:
+    """``; ETA ...`` for the ``(method, uses_unlabeled)`` runs left, from the runs of this invocation timed so far
+    ('' when none is left or none is timed)."""
+    if not pending or not timed:
         return ""
-    seconds = pending * sum(run_seconds) / len(run_seconds)
+    seconds = sum(_estimate_s(timed, method, unlabeled) for method, unlabeled in pending)
     finish = time.strftime("%H:%M", time.localtime(time.time() + seconds))
-    return f"; {pending} run(s) left, ETA {seconds / 60:.0f} min (about {finish})"
+    return f"; {len(pending)} run(s) left, ETA {seconds / 60:.0f} min (about {finish})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,8 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append((n, spec, finetune_run(out / "runs" / spec.name, spec, profile, dataset_dir,
                                                datalists[(spec.fraction, spec.subset, spec.seed)], args.eval_split,
                                                encoders.get(spec.method.pretraining), protocol.labels)))
-        pending = sum(not run.done() for _, _, run in runs)
-        trained_s: list[float] = []
+        pending = [(spec.method.name, spec.method.uses_unlabeled) for _, spec, run in runs if not run.done()]
+        timed: list[tuple[str, bool, float]] = []
         for n, spec, run in runs:
             if run.done():
                 _log(f"[{n}/{len(specs)}] {spec.name}: done before, skipped")
@@ -146,17 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra = {"method": spec.method.name, "fraction": spec.fraction, "subset": spec.subset, "seed": spec.seed,
                      "profile": profile.name, "eval_split": args.eval_split,
                      "fraction_percent": round(100 * labeled_sets.get(spec.fraction, 0.0), 3) or None}
-            started, pending = time.perf_counter(), pending - 1
+            started, pending = time.perf_counter(), pending[1:]
             try:
                 result = run.run(extra, log=_log)
             except RunFailed as e:
                 failures.append(f"{spec.name}: {e}")
                 _log(f"FAILED {spec.name}: {e}")
                 continue
-            trained_s.append(time.perf_counter() - started)
+            timed.append((spec.method.name, spec.method.uses_unlabeled, time.perf_counter() - started))
             dice = result["metrics"].get("dice_mean", {}).get("mean")
             _log((f"[{n}/{len(specs)}] {spec.name}: mean Dice {dice:.3f}, {result['train_min']:.1f} min training"
-                  if dice is not None else f"[{n}/{len(specs)}] {spec.name}: finished") + _eta(trained_s, pending))
+                  if dice is not None else f"[{n}/{len(specs)}] {spec.name}: finished") + _eta(timed, pending))
 
     write_reports(out, specs, [m.name for m in methods], fractions, structures, profile, protocol, args, dataset_dir,
                   datalists)

@@ -55,6 +55,11 @@ class Method:
     finetune_configs: tuple[str, ...] = ()
     finetune_overrides: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def uses_unlabeled(self) -> bool:
+        """Whether its fine-tuning has an unlabeled term (``unsup_weight`` != 0; train.yaml's default is 1)."""
+        return float(self.finetune_overrides.get("unsup_weight", 1.0)) != 0.0
+
 
 @dataclass(frozen=True)
 class RunSpec:

@@ -18,7 +18,7 @@ from monai.bundle import ConfigParser
 
 from custom.errors import InputError
 from custom.experiments.plan import (REPO_ROOT, Method, holdout_cases, load_methods, load_profile, plan_runs,
-                                     with_holdout)
+                                     with_extra_validation, with_holdout)
 from custom.experiments.runner import bundle_command
 from custom.experiments.tables import result_rows, results_markdown
 
@@ -136,6 +136,42 @@ def _experiment(tmp: Path, iterations: int, epoch_length: int, val_interval: int
     profile.write_text(TINY % (iterations, epoch_length, val_interval))
     return ["--protocol", str(protocol), "--profile", str(profile), "--out", str(tmp / "out"),
             "--methods", *methods, "--fractions", *fractions]
+
+
+def test_extra_validation_moves_unlabeled_patients_into_validation():
+    dl = {"name": "x", "training": [{"case": "p1", "image": "1", "label": "1l"}],
+          "unlabeled": [{"case": "p2", "image": "2"}, {"case": "p3", "image": "3"}],
+          "validation": [{"case": "p4", "image": "4", "label": "4l"}],
+          "pretraining": [{"case": c, "image": c} for c in ("p1", "p2", "p3", "p4")], "test": []}
+    labeled = [{"case": c, "image": c, "label": c + "l"} for c in ("p1", "p2", "p3")]
+    out = with_extra_validation(dl, ["p2"], labeled)
+    assert [i["case"] for i in out["unlabeled"]] == ["p3"] and out["training"] == dl["training"]
+    assert out["validation"] == [dl["validation"][0], {"case": "p2", "image": "p2", "label": "p2l"}]
+    assert out["pretraining"] == dl["pretraining"] and out["extra_validation"] == ["p2"]
+
+
+def test_runner_extra_validation_keeps_the_test_split(tmp_path):
+    """--extra-validation takes patients that neither a labeled subset nor the hold-out takes; the test split is the
+    one of the run without it, and the datalist records the option."""
+    from custom.data.synthetic import generate_acdc
+    from custom.experiments.cli import main
+
+    dataset = generate_acdc(tmp_path / "acdc", cases=6, seed=0)
+    protocol = tmp_path / "six.json"
+    protocol.write_text(json.dumps(PROTOCOL))
+    common = ["--dataset-dir", str(dataset), "--protocol", str(protocol), "--fractions", "L1", "--holdout", "1",
+              "--report-only"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--out", str(tmp_path / "extra"), "--extra-validation", "1"]) == 0
+    plain, extra = (json.loads((tmp_path / o / "datalists" / "L1_c1_seed0.json").read_text()) for o in ("plain", "extra"))
+    assert extra["test"] == plain["test"] and plain["held_out"] == ["patient003"]
+    assert extra["extra_validation"] == ["patient004"] and extra["experiment"]["extra_validation"] == 1
+    assert "extra_validation" not in plain["experiment"]
+    assert {i["case"] for i in extra["validation"]} == {"patient005", "patient004"}
+    assert all(i.get("label") for i in extra["validation"])
+    assert "patient004" not in {i["case"] for i in extra["unlabeled"]} | {i["case"] for i in extra["training"]}
+    with pytest.raises(InputError, match="--extra-validation 2: only 1 training-pool patients"):
+        main([*common, "--out", str(tmp_path / "too_many"), "--extra-validation", "2"])
 
 
 def test_runner_reports_missing_cases_once(tmp_path, caplog):

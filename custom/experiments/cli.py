@@ -46,6 +46,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--allow-missing", action="store_true", help="accept cases the protocol names but the folder lacks")
     p.add_argument("--holdout", type=int, default=0,
                    help="move N training-pool patients that no labeled subset names into the test split (no run trains on them)")
+    p.add_argument("--extra-validation", type=int, default=0,
+                   help="add N more training-pool patients that no labeled subset names and --holdout does not take to "
+                        "the validation split that picks the saved model (acdc_paper's own: 2 patients); the test "
+                        "split is unchanged")
     p.add_argument("--eval-split", default="test", help="datalist split to evaluate on (default: test)")
     p.add_argument("--report-only", action="store_true", help="only rebuild the tables and figures from finished runs")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
@@ -114,11 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     failures: list[str] = []
     datalists: dict[tuple[str, str, int], Path] = {}
-    experiment_datalists = ExperimentDatalists(dataset_dir, protocol, args.allow_missing, args.holdout)
+    experiment_datalists = ExperimentDatalists(dataset_dir, protocol, args.allow_missing, args.holdout,
+                                               args.extra_validation)
     for i, (seed, f, s) in enumerate(dict.fromkeys((sp.seed, sp.fraction, sp.subset) for sp in specs)):
         path = out / "datalists" / f"{f}_{s}_seed{seed}.json"
         made_with = {"dataset_dir": dataset_dir, "protocol": args.protocol, "holdout": args.holdout,
                      "allow_missing": args.allow_missing}
+        if args.extra_validation:  # (left out when 0: the record of datalists made before the option)
+            made_with["extra_validation"] = args.extra_validation
         if path.is_file():
             cached = json.loads(path.read_text()).get("experiment", {})
             if cached and cached != made_with:  # (datalists of older runner versions carry no record)

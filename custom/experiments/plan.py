@@ -23,6 +23,7 @@ __all__ = [
     "load_methods",
     "holdout_cases",
     "with_holdout",
+    "with_extra_validation",
     "plan_runs",
     "ExperimentDatalists",
 ]
@@ -155,6 +156,23 @@ def with_holdout(datalist: dict[str, Any], held_out: Sequence[str], labeled_item
     return out
 
 
+def with_extra_validation(datalist: dict[str, Any], cases: Sequence[str],
+                          labeled_items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The datalist with the patients ``cases`` added, with labels, to ``validation`` and removed from ``training``
+    and ``unlabeled``. They stay in ``pretraining``, as the protocol's own validation patients do (no labels there).
+
+    ``labeled_items`` supplies image/label items of those patients, as for :func:`with_holdout`.
+    """
+    extra = set(cases)
+    out = dict(datalist)
+    for split in ("training", "unlabeled"):
+        out[split] = [item for item in datalist.get(split, []) if item.get("case") not in extra]
+    out["validation"] = [*datalist.get("validation", []),
+                         *(dict(item) for item in labeled_items if item.get("case") in extra)]
+    out["extra_validation"] = sorted(extra)
+    return out
+
+
 def plan_runs(methods: Sequence[Method], fractions: Sequence[str], subsets: Sequence[str], seeds: Sequence[int]) -> list[RunSpec]:
     """Every (seed, fraction, subset, method) combination, in that nesting order (methods vary fastest, so a
     partial experiment already compares all methods on the first labeled sets)."""
@@ -167,11 +185,15 @@ class ExperimentDatalists:
     The folder is scanned on the first :meth:`build` (checking its files if that call asks to), and the cases the
     protocol names but the folder lacks are reported once, then. With ``holdout`` > 0 (ACDC-layout protocols),
     that many training-pool patients that no labeled subset names (:func:`holdout_cases`) are moved, with their
-    labels, into the test split of every datalist (:func:`with_holdout`).
+    labels, into the test split of every datalist (:func:`with_holdout`). With ``extra_validation`` > 0, that many
+    more such patients, none of them held out, join the validation split (:func:`with_extra_validation`): the test
+    split stays the same as without them.
     """
 
-    def __init__(self, dataset_dir: str, protocol: Protocol, allow_missing: bool, holdout: int) -> None:
+    def __init__(self, dataset_dir: str, protocol: Protocol, allow_missing: bool, holdout: int,
+                 extra_validation: int = 0) -> None:
         self.dataset_dir, self.protocol, self.allow_missing, self.holdout = dataset_dir, protocol, allow_missing, holdout
+        self.extra_validation = extra_validation
         self._scan: DatasetScan | None = None
 
     def build(self, fraction: str, subset: str, seed: int, check_files: bool) -> dict[str, Any]:
@@ -182,10 +204,23 @@ class ExperimentDatalists:
         datalist = assemble_datalist(self._scan, self.protocol, fraction, subset, seed, self.allow_missing)
         if first:
             warn_missing(datalist, self.protocol, self._scan.root)
-        if self.holdout <= 0:
+        if self.holdout <= 0 and self.extra_validation <= 0:
             return datalist
         if self.protocol.layout != "acdc":
-            raise InputError(f"--holdout: protocol {self.protocol.source} has its own test split; hold-out needs an ACDC-layout protocol")
+            option = "--holdout" if self.holdout > 0 else "--extra-validation"
+            raise InputError(f"{option}: protocol {self.protocol.source} has its own splits; {option} needs an "
+                             "ACDC-layout protocol")
         pool = [c for c in self.protocol.training_pool() if c in self._scan.cases]
         labeled_items = [item for case in pool for item in self._scan.cases[case]]
-        return with_holdout(datalist, holdout_cases(self.protocol, pool, self.holdout), labeled_items)
+        held = holdout_cases(self.protocol, pool, self.holdout)
+        if self.holdout > 0:
+            datalist = with_holdout(datalist, held, labeled_items)
+        if self.extra_validation > 0:
+            named = self.protocol.named_cases()
+            free = [c for c in pool if c not in set(held) and c not in named]
+            if self.extra_validation > len(free):
+                raise InputError(f"--extra-validation {self.extra_validation}: only {len(free)} training-pool patients "
+                                 "are outside every labeled subset and the hold-out")
+            datalist = with_extra_validation(datalist, holdout_cases(self.protocol, free, self.extra_validation),
+                                             labeled_items)
+        return datalist

@@ -37,8 +37,8 @@ def real_acdc_duration() -> str:
     from custom.engines.precision import cpu_has_native_bf16
 
     if cpu_has_native_bf16():
-        return "about 10-15 min a run on 2 cores of this CPU (bf16)"
-    return "about 20-35 min (supervised) to 65 min (ideal) a run on 2 cores in fp32: this CPU has no bf16"
+        return "about 7-16 min a run on 2 cores with bf16"
+    return "about 20-35 min (supervised) to 65 min (ideal) a run on 2 cores in fp32, as this CPU has no bf16"
 
 
 def _schedule(iterations: int) -> tuple[dict, dict]:

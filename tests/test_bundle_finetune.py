@@ -60,8 +60,8 @@ def test_model_selection_last_keeps_the_final_network(tmp_path):
 
 
 def test_weight_average_decay_validates_and_saves_the_weight_average(trained, tmp_path):
-    """`weight_average_decay` > 0: models/model.pt is the exponential moving average of the weights (kept in the resumable
-    checkpoint as `averaged_network`), not the weights of the last step; training itself is unchanged."""
+    """`weight_average_decay` > 0: models/model.pt is the exponential moving average of the weights (kept in the
+    resumable checkpoint as `averaged_network`), not the weights of the last step; training itself is unchanged."""
     run("training", config_file=[str(CONFIGS / "train.yaml")], bundle_root=str(tmp_path), **TINY,
         model_selection="last", weight_average_decay=0.5)
     model = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
@@ -122,8 +122,8 @@ def test_evaluate_writes_per_case_metrics(trained, caplog):
 
 
 def test_evaluation_scores_the_saved_weights_even_with_weight_average_decay_set(trained):
-    """evaluate.yaml loads model.pt into the network it scores: a training setting `weight_average_decay` > 0 left in the
-    command must not make it score a second average (a copy taken before the weights were loaded)."""
+    """evaluate.yaml loads model.pt into the network it scores: a training setting `weight_average_decay` > 0 left in
+    the command must not make it score a second average (a copy taken before the weights were loaded)."""
     from monai.bundle import create_workflow
 
     workflow = create_workflow(config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "evaluate.yaml")],

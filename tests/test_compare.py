@@ -30,16 +30,32 @@ def test_difference_counts_and_interval(tmp_path):
         "/elsewhere/p0.nii.gz": {"dice_mean": 0.7, "hd95_mean": 5.0},
         "/elsewhere/p1.nii.gz": {"dice_mean": 0.6, "hd95_mean": 20.0},
         "/elsewhere/p2.nii.gz": {"dice_mean": 0.4, "hd95_mean": float("nan")},
-        "/elsewhere/p3.nii.gz": {"dice_mean": 0.5, "hd95_mean": 8.0},
+        "/elsewhere/p3.nii.gz": {"dice_mean": 0.5, "hd95_mean": float("inf")},
     })
     ta, tb = read_volume_metrics(a), read_volume_metrics(b / "metrics.csv")  # cases matched by file name
     dice = paired_difference(ta, tb, "dice_mean")
-    assert dice.n == 4 and dice.mean_difference == pytest.approx(0.05)
+    assert dice.n == 4 and dice.patients == 4 and dice.mean_difference == pytest.approx(0.05)
     assert (dice.better, dice.worse) == (2, 1)
     assert dice.ci_low <= dice.mean_difference <= dice.ci_high and dice.ci_low < dice.ci_high
-    hd = paired_difference(ta, tb, "hd95_mean")  # the NaN pair is left out; a lower distance is better
-    assert hd.n == 3 and hd.mean_difference == pytest.approx(1.0)
-    assert (hd.better, hd.worse) == (2, 1)
+    hd = paired_difference(ta, tb, "hd95_mean")  # NaN and inf pairs are left out; a lower distance is better
+    assert hd.n == 2 and hd.mean_difference == pytest.approx(2.5)
+    assert (hd.better, hd.worse) == (1, 1)
+
+
+def test_volumes_of_one_patient_are_resampled_together(tmp_path):
+    """Two frames per patient folder with equal differences: the interval is the one of one volume per patient (a
+    bootstrap over volumes would draw 20 times and give a narrower interval)."""
+    diffs = [0.3, -0.1, 0.2, 0.0, 0.5, -0.2, 0.1, 0.4, -0.3, 0.25]
+    frames = {f"/d/patient{i:03d}/patient{i:03d}_frame{f}.nii.gz": d for i, d in enumerate(diffs) for f in (1, 2)}
+    single = {f"/d/patient{i:03d}.nii.gz": d for i, d in enumerate(diffs)}
+    result = {}
+    for name, rows in (("frames", frames), ("single", single)):
+        a = _write(tmp_path / name / "a", {c: {"dice_mean": 0.5} for c in rows})
+        b = _write(tmp_path / name / "b", {c: {"dice_mean": 0.5 + d} for c, d in rows.items()})
+        result[name] = paired_difference(read_volume_metrics(a), read_volume_metrics(b), "dice_mean")
+    assert result["frames"].n == 20 and result["frames"].patients == 10 and result["single"].patients == 10
+    assert result["frames"].ci_low == pytest.approx(result["single"].ci_low)
+    assert result["frames"].ci_high == pytest.approx(result["single"].ci_high)
 
 
 def test_bad_input_names_the_problem(tmp_path):
@@ -54,12 +70,14 @@ def test_bad_input_names_the_problem(tmp_path):
 
 
 def test_real_acdc_evaluations(capsys):
-    """Supervised vs ideal at L8 c1 (8 test-time views): the means are those of the committed summaries."""
+    """Supervised vs ideal at L8 c1 (8 test-time views): 20 volumes of 10 patients; the means are those of the
+    committed summaries."""
     sup, ideal = RESULTS / "supervised_L8_dihedral", RESULTS / "ideal_L8_dihedral"
     d = paired_difference(read_volume_metrics(sup), read_volume_metrics(ideal), "dice_mean")
-    summary = {r["metric"]: float(r["mean"]) for r in csv.DictReader(open(ideal / "summary.csv"))}
-    assert d.n == 20 and d.mean_b == pytest.approx(summary["dice_mean"], abs=1e-4)
+    with open(ideal / "summary.csv", newline="") as f:
+        summary = {r["metric"]: float(r["mean"]) for r in csv.DictReader(f)}
+    assert d.n == 20 and d.patients == 10 and d.mean_b == pytest.approx(summary["dice_mean"], abs=1e-4)
     assert d.better + d.worse == 20 and d.ci_low < d.mean_difference < d.ci_high
     assert main([str(sup), str(ideal), "--metrics", "dice_mean"]) == 0
     out = capsys.readouterr().out
-    assert "over 20 volumes" in out and f"{d.mean_difference:+8.3f}" in out
+    assert "20 volumes (10 patients)" in out and f"{d.mean_difference:+8.3f}" in out

@@ -163,13 +163,15 @@ def test_runner_extra_validation_keeps_the_test_split(tmp_path):
               "--report-only"]
     assert main([*common, "--out", str(tmp_path / "plain")]) == 0
     assert main([*common, "--out", str(tmp_path / "extra"), "--extra-validation", "1"]) == 0
-    plain, extra = (json.loads((tmp_path / o / "datalists" / "L1_c1_seed0.json").read_text()) for o in ("plain", "extra"))
+    plain, extra = (json.loads((tmp_path / out / "datalists" / "L1_c1_seed0.json").read_text())
+                    for out in ("plain", "extra"))
     assert extra["test"] == plain["test"] and plain["held_out"] == ["patient003"]
     assert extra["extra_validation"] == ["patient004"] and extra["experiment"]["extra_validation"] == 1
     assert "extra_validation" not in plain["experiment"]
     assert {i["case"] for i in extra["validation"]} == {"patient005", "patient004"}
     assert all(i.get("label") for i in extra["validation"])
     assert "patient004" not in {i["case"] for i in extra["unlabeled"]} | {i["case"] for i in extra["training"]}
+    assert "patient004" in {i["case"] for i in extra["pretraining"]}
     with pytest.raises(InputError, match="--extra-validation 2: only 1 training-pool patients"):
         main([*common, "--out", str(tmp_path / "too_many"), "--extra-validation", "2"])
 

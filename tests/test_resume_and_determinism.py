@@ -157,9 +157,9 @@ def test_best_metric_survives_a_resume(tmp_path):
 
 
 def test_resumed_run_continues_the_weight_average(tmp_path):
-    """With `weight_average_decay` the average is part of the resumable state: a run stopped after its first epoch and resumed
-    ends with the same averaged weights as one that was never stopped (a fresh average would restart from the
-    resumed weights)."""
+    """With `weight_average_decay` the average is part of the resumable state: a run stopped after its first epoch and
+    resumed ends with the same averaged weights as one that was never stopped (a fresh average would restart from
+    the resumed weights)."""
     from ignite.engine import Events
     from monai.bundle import create_workflow
 

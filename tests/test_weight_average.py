@@ -1,4 +1,5 @@
-"""The weight average (`weight_average_decay`) on a tiny network: the update rule, the batch-norm statistics, the settings."""
+"""The weight average (`weight_average_decay`) on a tiny network: the update rule, the batch-norm statistics, the
+settings."""
 
 import pytest
 import torch

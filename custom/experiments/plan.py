@@ -216,8 +216,8 @@ class ExperimentDatalists:
         if self.holdout > 0:
             datalist = with_holdout(datalist, held, labeled_items)
         if self.extra_validation > 0:
-            named = self.protocol.named_cases()
-            free = [c for c in pool if c not in set(held) and c not in named]
+            taken = self.protocol.named_cases() | set(held)
+            free = [c for c in pool if c not in taken]
             if self.extra_validation > len(free):
                 raise InputError(f"--extra-validation {self.extra_validation}: only {len(free)} training-pool patients "
                                  "are outside every labeled subset and the hold-out")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from custom.errors import InputError
-from custom.experiments.compare import main, paired_difference, read_volume_metrics
+from custom.experiments.compare import main, paired_difference, paired_markdown, read_volume_metrics
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "acdc_cpu" / "tta_check"
 
@@ -81,3 +81,12 @@ def test_real_acdc_evaluations(capsys):
     assert main([str(sup), str(ideal), "--metrics", "dice_mean"]) == 0
     out = capsys.readouterr().out
     assert "20 volumes (10 patients)" in out and f"{d.mean_difference:+8.3f}" in out
+
+
+def test_paired_markdown_table_of_real_runs(tmp_path):
+    a, b = RESULTS / "supervised_L8_dihedral" / "metrics.csv", RESULTS / "ideal_L8_dihedral" / "metrics.csv"
+    table = paired_markdown([("ideal/L8_c1_seed0", a, b)], "supervised")
+    d = paired_difference(read_volume_metrics(a), read_volume_metrics(b), "dice_mean")
+    assert table.startswith("Paired against `supervised`")
+    assert f"| ideal/L8_c1_seed0 | {d.mean_a:.3f} | {d.mean_b:.3f} | {d.mean_difference:+.3f} | " in table
+    assert paired_markdown([], "supervised") == ""

@@ -218,6 +218,7 @@ def test_runner_writes_results_and_a_rerun_skips_finished_runs(tmp_path, capsys)
         assert r["model_selection"] == "validation"  # train.yaml's default, recorded with every result
     md = (out / "results.md").read_text()
     assert "| supervised |" in md and "| ideal |" in md and "L2 (50 %)" in md
+    assert "Paired against `supervised`" in md and re.search(r"\| ideal/L2_c1_seed0 \| [0-9.]+ \| [0-9.]+ \| [-+]", md)
     assert (out / "dice_vs_fraction.png").stat().st_size > 10_000
     assert (out / "qualitative_L1.png").stat().st_size > 10_000
     log = (out / "runs/ideal/L1_c1_seed0/train.log").read_text()

@@ -24,6 +24,7 @@ from custom.atomic import write_json_atomic
 from custom.data.datalist import load_split
 from custom.data.protocols import Protocol
 from custom.errors import InputError
+from custom.experiments.compare import paired_markdown
 from custom.experiments.plan import REPO_ROOT, ExperimentDatalists, load_methods, load_profile, plan_runs
 from custom.experiments.runner import RunFailed, finetune_run, install_signal_forwarding, label_overrides, pretrain_run
 from custom.experiments.tables import (PAPER_ACDC_DICE, plot_dice_vs_fraction, qualitative_figure, result_rows,
@@ -211,7 +212,16 @@ def write_reports(out: Path, specs, methods: list[str], fractions: list[str], st
     split = f"{args.eval_split} split" + (f" = {len(held)} held-out training-pool patients ({', '.join(held)})" if held else "")
     header = (f"## {protocol.name}, profile `{profile.name}` ({profile.description})\n\nEvaluated on whole volumes of the {split}; "
               f"dataset `{dataset_dir}`.")
-    (out / "results.md").write_text(results_markdown(rows, methods, fractions, list(structures), header, reference))
+    baseline = "supervised" if "supervised" in methods else methods[0]
+    pairs = []
+    for spec in specs:
+        a = out / "runs" / baseline / f"{spec.fraction}_{spec.subset}_seed{spec.seed}" / "eval" / "metrics.csv"
+        b = out / "runs" / spec.name / "eval" / "metrics.csv"
+        if spec.method.name != baseline and a.is_file() and b.is_file():
+            pairs.append((spec.name, a, b))
+    paired = paired_markdown(pairs, baseline)
+    (out / "results.md").write_text(results_markdown(rows, methods, fractions, list(structures), header, reference)
+                                    + ("\n" + paired if paired else ""))
     plot_dice_vs_fraction(rows, methods, fractions, out / "dice_vs_fraction.png",
                           f"{protocol.name}, profile {profile.name}: mean Dice on the {args.eval_split} split", reference)
     for f in fractions:

@@ -29,7 +29,7 @@ import numpy as np
 
 from custom.errors import InputError
 
-__all__ = ["Evaluation", "PairedDifference", "read_volume_metrics", "paired_difference", "main"]
+__all__ = ["Evaluation", "PairedDifference", "read_volume_metrics", "paired_difference", "paired_markdown", "main"]
 
 DEFAULT_METRICS = ("dice_mean", "dice_RV", "dice_MYO", "dice_LV", "hd95_mean")
 _LOWER_IS_BETTER = ("asd_", "hd_", "hd95_", "empty_pred_")  # distances and empty predictions; the rest (Dice) higher
@@ -117,6 +117,21 @@ def paired_difference(a: Evaluation, b: Evaluation, metric: str, n_boot: int = 1
         ci_low=float(np.percentile(means, 2.5)), ci_high=float(np.percentile(means, 97.5)),
         better=int((sign * diff > 0).sum()), worse=int((sign * diff < 0).sum()),
     )
+
+
+def paired_markdown(pairs: Sequence[tuple[str, Path, Path]], baseline: str, metric: str = "dice_mean") -> str:
+    """A markdown table of ``B - A`` for ``(run name, evaluation A, evaluation B)`` triples, A being ``baseline``'s run
+    on the same labeled set, subset and seed ('' without pairs)."""
+    if not pairs:
+        return ""
+    lines = [f"Paired against `{baseline}` on the same test volumes ({metric}, B - A; 95 % interval: test patients "
+             "resampled, not the spread between training runs; `python -m custom.experiments.compare`):", "",
+             f"| run | A: {baseline} | B: run | B - A | 95 % interval | volumes B better / worse |", "|---" * 6 + "|"]
+    for name, a, b in pairs:
+        d = paired_difference(read_volume_metrics(a), read_volume_metrics(b), metric)
+        lines.append(f"| {name} | {d.mean_a:.3f} | {d.mean_b:.3f} | {d.mean_difference:+.3f} | "
+                     f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}] | {d.better} / {d.worse} of {d.n} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,7 @@ def real_acdc_duration() -> str:
     from custom.engines.precision import cpu_has_native_bf16
 
     if cpu_has_native_bf16():
-        return "about 7-16 min a run on 2 cores with bf16"
+        return "about 6-16 min a run on 2 cores with bf16"
     return "about 20-35 min (supervised) to 65 min (ideal) a run on 2 cores in fp32, as this CPU has no bf16"
 
 

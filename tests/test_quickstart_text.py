@@ -9,5 +9,5 @@ def test_real_acdc_duration_follows_the_cpu(monkeypatch):
     with_bf16 = real_acdc_duration()
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     without = real_acdc_duration()
-    assert "bf16" in with_bf16 and "7-16 min" in with_bf16
+    assert "bf16" in with_bf16 and "6-16 min" in with_bf16
     assert "fp32" in without and "65 min" in without

@@ -59,6 +59,23 @@ def test_model_selection_last_keeps_the_final_network(tmp_path):
         assert torch.equal(model[k], v), k
 
 
+def test_supervised_training_needs_no_unlabeled_split(tmp_path):
+    """`unsup_weight: 0` trains from a datalist without an 'unlabeled' split (the 100 % labeled set has none);
+    with the pseudo-label term on, the missing split is an error that names the datalist."""
+    datalist = json.loads((Path(__file__).resolve().parents[1] / "datalists" / "synthetic_acdc_L2_c1.json").read_text())
+    datalist.pop("unlabeled")
+    path = tmp_path / "no_unlabeled.json"
+    path.write_text(json.dumps(datalist))
+    common = dict(config_file=[str(CONFIGS / "train.yaml")], dataset_dir=default_dataset("acdc"), datalist=str(path),
+                  **TINY)
+    run("training", bundle_root=str(tmp_path / "supervised"), unsup_weight=0.0, **common)
+    resumable = torch.load(tmp_path / "supervised" / "models" / "last_checkpoint.pt", weights_only=True)
+    assert resumable["trainer"]["iteration"] == 4
+    with pytest.raises(RuntimeError) as failed:  # MONAI wraps the error of a config expression
+        run("training", bundle_root=str(tmp_path / "ideal"), **common)
+    assert str(failed.value.__cause__).endswith("no_unlabeled.json: split 'unlabeled' is missing or empty")
+
+
 def test_weight_average_decay_validates_and_saves_the_weight_average(trained, tmp_path):
     """`weight_average_decay` > 0: models/model.pt is the exponential moving average of the weights (kept in the
     resumable checkpoint as `averaged_network`), not the weights of the last step; training itself is unchanged."""

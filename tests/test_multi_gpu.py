@@ -8,6 +8,7 @@ can compare the ranks. Tiny sizes: ResNet-18, 64 px, 2 slices per process, 2-4 i
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -234,6 +235,19 @@ def test_rank0_only_overrides_hit_the_writing_handlers(bundle, handler_ids):
     assert parser["train#dataloader#shuffle"] is False and parser["train#dataloader#sampler"] == "@train#sampler"
     if bundle == "ideal_pretrain":
         assert parser["gather_negatives"] is True
+
+
+def test_supervised_multi_gpu_config_builds_no_unlabeled_stream():
+    """`unsup_weight: 0` disables the unlabeled dataset, its DistributedSampler and its loader (a supervised run
+    on the 100 % labeled set has no unlabeled split to shard)."""
+    configs = BUNDLES / "ideal_finetune" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.yaml"), str(configs / "multi_gpu_train.yaml")])
+    parser["unsup_weight"] = 0.0
+    parser["datalist"] = "/nonexistent/datalist.json"  # would raise if the unlabeled split were read
+    importlib.import_module("custom.data.transforms")  # in a run, train.yaml's other components import it first
+    for id in ("train#unlabeled_dataset", "train#unlabeled_sampler", "train#unlabeled_dataloader"):
+        assert parser.get_parsed_content(id) is None, id
 
 
 class _Items(torch.utils.data.Dataset):

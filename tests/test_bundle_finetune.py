@@ -12,7 +12,7 @@ import torch
 from monai.bundle import run
 
 from custom.finetuning.dual_decoder import DualDecoderUNet
-from custom.paths import default_dataset
+from custom.paths import datalist_path, default_dataset
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "ideal_finetune"
 CONFIGS = BUNDLE / "configs"
@@ -62,7 +62,7 @@ def test_model_selection_last_keeps_the_final_network(tmp_path):
 def test_supervised_training_needs_no_unlabeled_split(tmp_path):
     """`unsup_weight: 0` trains from a datalist without an 'unlabeled' split (the 100 % labeled set has none);
     with the pseudo-label term on, the missing split is an error that names the datalist."""
-    datalist = json.loads((Path(__file__).resolve().parents[1] / "datalists" / "synthetic_acdc_L2_c1.json").read_text())
+    datalist = json.loads(Path(datalist_path("synthetic_acdc_L2_c1.json")).read_text())
     datalist.pop("unlabeled")
     path = tmp_path / "no_unlabeled.json"
     path.write_text(json.dumps(datalist))

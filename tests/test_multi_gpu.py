@@ -8,7 +8,6 @@ can compare the ranks. Tiny sizes: ResNet-18, 64 px, 2 slices per process, 2-4 i
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+import custom.data.transforms  # noqa: F401  (train.yaml's expressions use it; in a run its components import it)
 from custom.finetuning.trainer import CrossPseudoLabelTrainer
 from custom.pretraining import GlobalInfoNCELoss, LocalInfoNCELoss
 from custom.finetuning.cross_pseudo import CrossPseudoLabelLoss
@@ -245,7 +245,6 @@ def test_supervised_multi_gpu_config_builds_no_unlabeled_stream():
     parser.read_config([str(configs / "train.yaml"), str(configs / "multi_gpu_train.yaml")])
     parser["unsup_weight"] = 0.0
     parser["datalist"] = "/nonexistent/datalist.json"  # would raise if the unlabeled split were read
-    importlib.import_module("custom.data.transforms")  # in a run, train.yaml's other components import it first
     for id in ("train#unlabeled_dataset", "train#unlabeled_sampler", "train#unlabeled_dataloader"):
         assert parser.get_parsed_content(id) is None, id
 
